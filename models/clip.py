@@ -1,0 +1,130 @@
+"""CLIP through open_clip: any model name with a pretrained tag or a local checkpoint path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import torch
+
+from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"  # explicit opt-in to untrained weights (tests, speed benchmarks); never a fallback
+PRECISIONS = ("fp32", "bf16")
+
+
+class ClipEncoder(Encoder):
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str = "openai",
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+    ):
+        super().__init__()
+        import open_clip
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if threads:
+            torch.set_num_threads(threads)
+        if model.endswith(".json"):
+            # A model config file (e.g. a tiny test architecture): register it under its file stem.
+            open_clip.add_model_config(model)
+            model = os.path.splitext(os.path.basename(model))[0]
+        if model not in open_clip.list_models():
+            raise EncoderUnavailable(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+        self.model_name, self.pretrained = model, pretrained
+        self.name = f"clip:{model}:{os.path.basename(pretrained) if pretrained else RANDOM}"
+        self.device = torch.device(device)
+        self.model = _create(open_clip, model, pretrained).to(self.device).eval()
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.context_length = getattr(self.tokenizer, "context_length", 77)
+        cfg = self.model.visual.preprocess_cfg
+        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+        self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
+        self.dim = int(open_clip.get_model_config(model)["embed_dim"])
+        # CLIP cosines between a frame and an unrelated caption sit near 0.15-0.2, a matching one near
+        # 0.3: a logit of 25 * (cos - 0.25) puts the boundary between them.
+        self.calibration = (25.0, -6.25)
+
+    @torch.inference_mode()
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.model.encode_image(pixels).float()
+
+    @torch.inference_mode()
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        encode = getattr(self.tokenizer, "encode", None)
+        for text in texts:
+            if encode is not None and len(encode(text)) > self.context_length - 2:
+                warnings.warn(
+                    f"query longer than {self.model_name}'s {self.context_length} tokens, truncated: {text[:60]!r}...",
+                    stacklevel=3,
+                )
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens).float()
+
+
+def _create(open_clip, model: str, pretrained: str | None) -> torch.nn.Module:
+    if not pretrained or pretrained == RANDOM:
+        log.warning("clip encoder on RANDOM weights (asked for explicitly): scores are meaningless")
+        return open_clip.create_model(model, pretrained=None, pretrained_text=False)
+    is_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if is_path and not os.path.isfile(pretrained):
+        raise EncoderUnavailable(f"CLIP checkpoint not found: {pretrained}")
+    if not is_path and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise EncoderUnavailable(f"{model} has no pretrained tag {pretrained!r} (known: {tags})")
+    if not is_path:
+        _check_hub_reachable(model, pretrained)
+    try:
+        return open_clip.create_model(model, pretrained=pretrained, require_pretrained=True)
+    except Exception as e:  # open_clip wraps download and load failures in several exception types
+        reason = str(e).split(". ")[0][:160] if str(e) else type(e).__name__
+        what = f"checkpoint {pretrained}" if is_path else f"weights {model}/{pretrained}"
+        raise EncoderUnavailable(
+            f"cannot load CLIP {what} ({reason}); download them where there is network and pass "
+            f"--pretrained /path/to/open_clip_model.safetensors, or use --encoder conse"
+        ) from e
+
+
+def _check_hub_reachable(model: str, tag: str) -> None:
+    """Fail in milliseconds, not after a minute of hub retries, when weights are not cached and the hub's
+    host does not even resolve (an offline machine)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if constants.HF_HUB_OFFLINE:
+        return  # open_clip then reads the local cache, or fails with its own offline message
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        from open_clip.pretrained import get_pretrained_cfg
+
+        hf_hub = get_pretrained_cfg(model, tag).get("hf_hub", "")
+        if not hf_hub or not _cached(hf_hub):
+            raise EncoderUnavailable(
+                f"cannot download CLIP weights {model}/{tag}: no network ({host} does not resolve); download them "
+                f"where there is network and pass --pretrained /path/to/open_clip_model.safetensors, "
+                f"or use --encoder conse"
+            ) from None
+
+
+def _cached(hf_hub: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id = "/".join(hf_hub.rstrip("/").split("/")[:2])
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name), str)
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    )

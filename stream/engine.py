@@ -1,0 +1,82 @@
+"""One stream's highlighter: embeddings -> causal scorer (sliding window) -> online segmenter -> events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cliplive.models.encoder import Encoder
+from cliplive.models.scorer import CausalScorer
+from cliplive.stream.events import HighlightEvent
+from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig
+from cliplive.stream.source import Frame
+
+
+@dataclass
+class Queries:
+    """What to look for: sentences and reference images, each one key/value token for the scorer."""
+
+    labels: list[str]
+    embeddings: np.ndarray  # (Q, D) unit vectors
+
+    @classmethod
+    def build(cls, encoder: Encoder, texts: Sequence[str] = (), images: Sequence[str] = ()) -> Queries:
+        texts, images = list(texts), [str(p) for p in images]
+        parts = []
+        if texts:
+            parts.append(encoder.encode_texts(texts))
+        if images:
+            parts.append(encoder.encode_images(images))
+        if not parts:
+            raise ValueError("no queries: give at least one sentence or reference image")
+        labels = [" ".join(t.split()) for t in texts] + [f"image:{p}" for p in images]
+        return cls(labels, np.concatenate(parts).astype(np.float32))
+
+
+@dataclass
+class FrameScores:
+    """Per sampled frame history, kept for offline summaries (live streams keep none)."""
+
+    t: list[float] = field(default_factory=list)
+    relevance: list[np.ndarray] = field(default_factory=list)  # (Q,) logits
+    score: list[float] = field(default_factory=list)  # aggregate logit
+
+
+class Highlighter:
+    def __init__(
+        self,
+        encoder: Encoder,
+        scorer: CausalScorer,
+        queries: Queries,
+        segmenter: SegmenterConfig = SegmenterConfig(),
+        stream: str = "file",
+        keep_history: bool = False,
+    ):
+        self.encoder, self.scorer, self.queries = encoder, scorer, queries
+        self._query_tensor = torch.from_numpy(queries.embeddings)
+        self.state = scorer.init_state()
+        self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream)
+        self.history = FrameScores() if keep_history else None
+
+    def push_frames(self, frames: Sequence[Frame]) -> list[HighlightEvent]:
+        """A batch of sampled frames (encoded together) -> the events they cause."""
+        embeddings = self.encoder.encode_frames([f.image for f in frames])
+        return self.push_embeddings([f.t for f in frames], embeddings)
+
+    def push_embeddings(self, times: Sequence[float], embeddings: np.ndarray) -> list[HighlightEvent]:
+        events: list[HighlightEvent] = []
+        for t, embedding in zip(times, torch.from_numpy(np.asarray(embeddings, np.float32))):
+            out = self.scorer.step(self.state, embedding, self._query_tensor)
+            relevance = out.relevance.numpy()
+            if self.history is not None:
+                self.history.t.append(float(t))
+                self.history.relevance.append(relevance)
+                self.history.score.append(float(out.score))
+            events.extend(self.segmenter.push(float(t), relevance))
+        return events
+
+    def close(self, t_end: float | None = None) -> list[HighlightEvent]:
+        return self.segmenter.close(t_end)

@@ -1,0 +1,205 @@
+"""Video sources: decoded frames with media timestamps.
+
+Timestamps come from each frame's pts and the stream's time_base, relative to the stream's start, so
+variable-frame-rate files keep their true timing. Only the frames a sampler keeps are converted to RGB,
+and they are scaled by the decoder (swscale) straight to the size the encoder wants.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import av
+import numpy as np
+
+T = TypeVar("T")
+
+
+class MediaError(ValueError):
+    """Input that cannot be read as video; the message is one line for the user."""
+
+
+@dataclass
+class Frame:
+    t: float  # media time in seconds since the stream's start
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    wall: float  # wall-clock time (time.time()) when it was decoded
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds; 0 when the container does not say
+    fps: float  # average frame rate; 0 when unknown
+    width: int
+    height: int
+    codec: str
+    has_audio: bool
+
+
+class FileSource:
+    """A local video file (or anything FFmpeg opens as a file), decoded with PyAV."""
+
+    def __init__(self, path: str | Path, skip_nonref: bool = False):
+        self.path = str(path)
+        if not Path(self.path).exists():
+            raise MediaError(f"no such file: {self.path}")
+        if Path(self.path).is_dir():
+            raise MediaError(f"is a directory, not a video: {self.path}")
+        try:
+            self.container = av.open(self.path)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"not a readable video file: {self.path} ({_reason(e)})") from None
+        if not self.container.streams.video:
+            kind = "audio-only file" if self.container.streams.audio else "file without a video stream"
+            self.container.close()
+            raise MediaError(f"{kind}, nothing to watch: {self.path}")
+        self.stream = self.container.streams.video[0]
+        ctx = self.stream.codec_context
+        if ctx is None or not ctx.codec:
+            self.container.close()
+            raise MediaError(f"unsupported video codec in {self.path}")
+        # Frame-level threads decode in parallel without the latency of frame threading's pipeline.
+        ctx.thread_type = "AUTO"
+        if skip_nonref:
+            # Non-reference frames (most B-frames) are never needed by other frames: when sampling a few
+            # frames per second the decoder can drop them unseen.
+            ctx.skip_frame = "NONREF"
+        self.info = VideoInfo(
+            duration=_duration(self.container, self.stream),
+            fps=float(self.stream.average_rate or self.stream.guessed_rate or 0),
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.codec.name,
+            has_audio=bool(self.container.streams.audio),
+        )
+
+    def decoded(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        """Every decoded frame with its media time; decode errors end the stream with a MediaError."""
+        start = self.stream.start_time
+        step = 1.0 / self.info.fps if self.info.fps else 0.04
+        last = None
+        try:
+            for frame in self.container.decode(self.stream):
+                if frame.pts is None:
+                    t = (last + step) if last is not None else 0.0
+                else:
+                    if start is None:
+                        start = frame.pts
+                    t = float((frame.pts - start) * frame.time_base)
+                    if last is not None and t <= last:
+                        t = last + step  # out-of-order or repeated pts: keep time moving forward
+                last = t
+                yield t, frame
+        except av.error.FFmpegError as e:
+            raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from None
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Sampler:
+    """Keeps frames on a regular grid of `fps` per second, whatever the source's (variable) rate.
+
+    A frame is taken for a grid point when it is the nearest to it; "nearest" is judged with the gap to
+    the previous frame (the rate is locally constant), so no frame needs to be held back.
+    """
+
+    def __init__(self, fps: float):
+        if fps <= 0:
+            raise ValueError("sampling fps must be positive")
+        self.interval = 1.0 / fps
+        self.next = 0.0
+        self.previous: float | None = None
+
+    def accept(self, t: float) -> bool:
+        gap = t - self.previous if self.previous is not None else 0.0
+        self.previous = t
+        tolerance = min(gap / 2, self.interval / 4)
+        if t < self.next - tolerance - 1e-9:
+            return False
+        while self.next <= t + tolerance:  # skip grid points inside gaps in the source
+            self.next += self.interval
+        return True
+
+
+def to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
+    """RGB uint8 array, scaled so its shorter side is `short_side` (None: keep the size)."""
+    if short_side is None or min(frame.width, frame.height) == short_side:
+        return frame.to_ndarray(format="rgb24")
+    scale = short_side / min(frame.width, frame.height)
+    width, height = max(short_side, round(frame.width * scale)), max(short_side, round(frame.height * scale))
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+
+
+def sample(source: FileSource, fps: float, short_side: int | None) -> Iterator[Frame]:
+    """The source's frames at `fps`, converted to RGB only when kept."""
+    sampler = Sampler(fps)
+    for t, frame in source.decoded():
+        if sampler.accept(t):
+            yield Frame(t, to_rgb(frame, short_side), time.time())
+
+
+def prefetch(items: Iterable[T], size: int = 32) -> Iterator[T]:
+    """Run a producer (decoding) in a thread so it overlaps the consumer (encoding); bounded queue.
+
+    Exceptions in the producer are re-raised in the consumer. Stops the producer if the consumer quits.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer
+            put(e)
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def _reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e).split(":")[0]

@@ -1,0 +1,180 @@
+"""Offline: the streaming engine run over a whole file as fast as the machine allows.
+
+Stages: decode + sample (a thread) -> batched encoding -> causal scorer and online segmenter (the very
+code a live stream runs) -> optional paper-style refinement (KTS shots + 0/1 knapsack) -> JSON, video.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from cliplive.models.encoder import Encoder
+from cliplive.models.scorer import CausalScorer, zero_shot
+from cliplive.stream import shots as shot_tools
+from cliplive.stream.engine import Highlighter, Queries
+from cliplive.stream.segmenter import SegmenterConfig
+from cliplive.stream.source import FileSource, MediaError, prefetch, sample
+
+Progress = Callable[[float], None]
+PSEUDO_QUERY_TEMPLATE = "a photo of a {}."
+
+
+@dataclass
+class SummaryRequest:
+    video: str
+    queries: Sequence[str] = ()
+    query_images: Sequence[str] = ()
+    fps: float = 2.0
+    budget: float | None = 0.15  # fraction of time kept; None or 0: fixed hysteresis thresholds
+    lookahead: float = 0.0  # seconds; 0 = fully causal
+    shots: bool = False  # refine with KTS shots and a knapsack, as the CLIP-It paper does
+    pseudo_queries: int = 3  # how many to derive when no query is given
+    batch_size: int = 16
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+
+def summarize(
+    request: SummaryRequest, encoder: Encoder, scorer: CausalScorer | None = None, progress: Progress | None = None
+) -> dict:
+    """Highlights of one file as a JSON-ready dict (see README: Summary JSON)."""
+    started = time.perf_counter()
+    times, embeddings, info = encode_video(request.video, encoder, request.fps, request.batch_size, progress)
+    if request.queries or request.query_images:
+        queries, derived = Queries.build(encoder, request.queries, request.query_images), False
+    else:
+        queries, derived = derive_queries(encoder, embeddings, request.pseudo_queries), True
+    scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
+    config = replace(request.segmenter, lookahead=request.lookahead, budget=request.budget or None)
+    engine = Highlighter(encoder, scorer, queries, config, stream=Path(request.video).name, keep_history=True)
+    engine.push_embeddings(times, embeddings)
+    duration = info.duration or (float(times[-1]) + 1.0 / request.fps)
+    engine.close(duration)
+    history = engine.history
+    relevance = np.stack(history.relevance)
+    if request.shots:
+        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, request)
+    else:
+        segments = [s.to_dict() for s in engine.segmenter.segments]
+    elapsed = time.perf_counter() - started
+    return {
+        "video": str(request.video),
+        "duration": round(duration, 3),
+        "queries": queries.labels,
+        "pseudo_queries": derived,
+        "encoder": encoder.name,
+        "fps": request.fps,
+        "lookahead": request.lookahead,
+        "budget": request.budget or None,
+        "mode": "shots" if request.shots else "online",
+        "segments": segments,
+        "frames": {
+            "t": [round(float(t), 3) for t in times],
+            "score": [round(float(s), 4) for s in history.score],
+            "relevance": np.round(relevance, 4).tolist(),
+        },
+        "seconds": round(elapsed, 3),
+        "realtime_factor": round(duration / elapsed, 2) if elapsed > 0 else None,
+    }
+
+
+def encode_video(
+    video: str, encoder: Encoder, fps: float, batch_size: int = 16, progress: Progress | None = None
+):
+    """Sampled frame times (n,), embeddings (n, D) and the file's VideoInfo."""
+    with FileSource(video, skip_nonref=True) as source:
+        info = source.info
+        if info.fps and fps > info.fps:
+            fps = info.fps
+        times: list[float] = []
+        chunks: list[np.ndarray] = []
+        batch = []
+        for frame in prefetch(sample(source, fps, encoder.image_size)):
+            batch.append(frame)
+            if len(batch) == batch_size:
+                chunks.append(encoder.encode_frames([f.image for f in batch]))
+                times.extend(f.t for f in batch)
+                batch = []
+                if progress and info.duration:
+                    progress(min(times[-1] / info.duration, 1.0))
+        if batch:
+            chunks.append(encoder.encode_frames([f.image for f in batch]))
+            times.extend(f.t for f in batch)
+    if not times:
+        raise MediaError(f"no video frames in {video} (zero-length or unreadable video)")
+    if progress:
+        progress(1.0)
+    return np.asarray(times), np.concatenate(chunks), info
+
+
+def derive_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> Queries:
+    """Pseudo-queries for a generic summary: the ImageNet class names that best describe most frames.
+
+    Every frame is matched against "a photo of a {class}." for the 1000 ImageNet classes; the classes
+    that are the best match for the most frames (distinct, most frequent first) become the sentences.
+    This stands in for the captions CLIP-It generates for generic summaries.
+    """
+    from cliplive.models.conse import imagenet_class_names
+
+    names = imagenet_class_names()
+    vocabulary = encoder.encode_texts([PSEUDO_QUERY_TEMPLATE.format(n) for n in names])
+    best = (embeddings @ vocabulary.T).argmax(axis=1)
+    ranked = np.argsort(-np.bincount(best, minlength=len(names)), kind="stable")
+    chosen = [int(i) for i in ranked[:count] if np.any(best == i)]
+    texts = [PSEUDO_QUERY_TEMPLATE.format(names[i]) for i in chosen]
+    return Queries(texts, vocabulary[chosen])
+
+
+def shot_segments(
+    times: np.ndarray,
+    embeddings: np.ndarray,
+    relevance: np.ndarray,
+    score: np.ndarray,
+    labels: list[str],
+    duration: float,
+    request: SummaryRequest,
+) -> list[dict]:
+    """CLIP-It's summary: KTS shots, shot score = mean frame score, 0/1 knapsack at the budget."""
+    n = len(times)
+    max_cp = max(1, min(n - 1, int(n / (2 * request.fps))))  # shots of 2 s and up
+    change_points = shot_tools.kts(embeddings, max_cp) if n > 2 else np.zeros(0, int)
+    bounds = shot_tools.shot_bounds(change_points, n)
+    keep = shot_tools.select_shots(1 / (1 + np.exp(-score)), bounds, request.budget or 0.15)
+    segments = []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(int), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        q = int(relevance[start:stop].mean(axis=0).argmax())
+        best = start + int(relevance[start:stop, q].argmax())
+        segments.append(
+            {
+                "start": round(float(times[start]), 3),
+                "end": round(float(times[stop]) if stop < n else duration, 3),
+                "score": round(float(1 / (1 + np.exp(-relevance[start:stop, q].max()))), 4),
+                "query": labels[q],
+                "query_index": q,
+                "best_frame_ts": round(float(times[best]), 3),
+            }
+        )
+    return segments
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    """Atomically: a reader never sees half a file, and a failed write leaves the old one."""
+    path = Path(path)
+    data = json.dumps(result, indent=1)
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+    except OSError as e:
+        if "tmp" in locals() and os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+

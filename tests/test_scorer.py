@@ -1,0 +1,106 @@
+"""The causal scorer: incremental == full causal forward, zero-shot == calibrated similarity, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from cliplive.models import scorer as scorer_lib
+from cliplive.models.scorer import CausalScorer, CheckpointError, ScorerConfig
+
+
+def randomised(config: ScorerConfig, seed: int = 0) -> CausalScorer:
+    """A scorer with every weight random (residual heads included), as after training."""
+    torch.manual_seed(seed)
+    model = CausalScorer(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)
+    return model
+
+
+def unit(*shape, seed=1):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+@pytest.mark.parametrize("window,layers,frames", [(1, 1, 6), (4, 2, 23), (8, 3, 8), (32, 2, 50)])
+def test_incremental_step_equals_full_causal_forward(window, layers, frames):
+    model = randomised(ScorerConfig(dim=48, heads=4, layers=layers, window=window))
+    x, q = unit(frames, 48), unit(3, 48, seed=2)
+    with torch.no_grad():
+        full = model(x, q)
+    state = model.init_state()
+    steps = [model.step(state, frame, q) for frame in x]
+    torch.testing.assert_close(torch.stack([s.relevance for s in steps]), full.relevance, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack([s.score for s in steps]), full.score, atol=1e-5, rtol=0)
+    # The cache never holds more than the window needs: cost per frame stays O(W).
+    assert all(k.shape[1] == min(window - 1, frames) for k in state.keys)
+
+
+def test_causal_outputs_ignore_the_future_and_the_far_past():
+    model = randomised(ScorerConfig(dim=32, heads=2, layers=2, window=4))
+    x, q = unit(12, 32), unit(2, 32, seed=3)
+    with torch.no_grad():
+        base = model(x, q).relevance
+        changed_future = x.clone()
+        changed_future[8:] = unit(4, 32, seed=9)
+        assert torch.allclose(model(changed_future, q).relevance[:8], base[:8], atol=1e-6)
+        # Two layers of window 4 see 2 * 3 frames back; frame 11 cannot see frame 4 or earlier.
+        changed_past = x.clone()
+        changed_past[:5] = unit(5, 32, seed=10)
+        assert torch.allclose(model(changed_past, q).relevance[11], base[11], atol=1e-6)
+        assert not torch.allclose(model(changed_past, q).relevance[6], base[6], atol=1e-4)
+
+
+def test_batched_sequences_equal_single_ones():
+    model = randomised(ScorerConfig(dim=32, heads=4, layers=2, window=5))
+    x, q = unit(2, 9, 32), unit(4, 32, seed=5)
+    with torch.no_grad():
+        batched = model(x, q)
+        for i in range(2):
+            torch.testing.assert_close(batched.relevance[i], model(x[i], q).relevance, atol=1e-6, rtol=0)
+
+
+def test_untrained_scorer_is_calibrated_similarity_and_ranks_by_it():
+    model = scorer_lib.zero_shot(64, (20.0, -5.0))
+    x, q = unit(30, 64, seed=7), unit(3, 64, seed=8)
+    with torch.no_grad():
+        out = model(x, q)
+    cosine = x @ q.T
+    torch.testing.assert_close(out.relevance, 20.0 * cosine - 5.0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.score, out.relevance.max(-1).values, atol=1e-5, rtol=0)
+    for j in range(3):  # zero-shot ranking of frames per query follows similarity exactly
+        assert torch.equal(out.relevance[:, j].argsort(), cosine[:, j].argsort())
+
+
+def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
+    model = randomised(ScorerConfig(dim=32, heads=2, layers=1, window=6))
+    path = tmp_path / "scorer.pt"
+    scorer_lib.save(model, str(path), encoder_name="clip:tiny:random")
+    loaded = scorer_lib.load(str(path), encoder_name="clip:tiny:random", dim=32)
+    assert loaded.config == model.config
+    x, q = unit(7, 32), unit(2, 32, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, q).relevance, model(x, q).relevance)
+
+    with pytest.raises(CheckpointError, match="expects 32-d embeddings, the encoder gives 512-d"):
+        scorer_lib.load(str(path), dim=512)
+    with pytest.raises(CheckpointError, match="trained on encoder clip:tiny:random, not conse"):
+        scorer_lib.load(str(path), encoder_name="conse")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version 99, this cliplive reads 1"):
+        scorer_lib.load(str(tmp_path / "future.pt"))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a cliplive scorer checkpoint"):
+        scorer_lib.load(str(tmp_path / "other.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a cliplive scorer checkpoint"):
+        scorer_lib.load(str(tmp_path / "junk.pt"))
+    with pytest.raises(CheckpointError, match="not found"):
+        scorer_lib.load(str(tmp_path / "missing.pt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.pt", "junk.pt", "other.pt", "scorer.pt"]
