@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the highlights as JSON here ('-' for stdout)")
     s.set_defaults(run=run_summarize)
 
+    w = commands.add_parser("watch", help="live highlights from cameras, streams and files, as JSON lines")
+    w.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="rtsp://, rtsps://, rtsp-listen://HOST:PORT/PATH, http(s)://, .m3u8, /dev/videoN or a file")
+    add_query_options(w)
+    add_encoder_options(w)
+    w.add_argument("--fps", type=positive_float, default=2.0, help="frames sampled per second per stream (default 2)")
+    w.add_argument("--for", dest="duration", type=positive_float, help="stop after this many seconds")
+    w.add_argument("--lookahead", type=non_negative_float, default=0.0, help="seconds of lookahead (default 0: fully causal)")
+    w.add_argument("--realtime", action="store_true", help="play files at real-time pace")
+    w.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp)")
+    w.add_argument("--stall-timeout", type=positive_float, default=5.0, help="seconds without frames before reconnecting")
+    w.add_argument("--metrics", type=positive_float, metavar="SECONDS", help="also emit a metrics event this often")
+    w.set_defaults(run=run_watch)
+
     d = commands.add_parser("demo", help="the embedded demo: real footage, known answers, no downloads")
     d.add_argument("--out-dir", default="cliplive-demo", help="where the montage, summary video and JSON go")
     d.add_argument("--lookahead", type=non_negative_float, default=0.0)
@@ -129,6 +143,14 @@ def write_video(video: str, segments: list[dict], out: str) -> None:
     with progress_bar("writing") as progress:
         seconds = write_summary(video, [(s["start"], s["end"]) for s in segments], out, progress)
     print(f"summary video: {out} ({seconds:.1f} s)", file=sys.stderr)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from cliplive.server.watch import watch
+
+    return asyncio.run(watch(args))
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ class Part:
 
 PARTS = [
     Part("bikes", "a city street with cars, taxis and bicycles", False),
-    Part("bigbuckbunny", "a big furry animal", True),
+    Part("bigbuckbunny", "wild animals in nature", True),
     Part("carphone", "a man wearing a tie", True),
 ]
 
