@@ -80,3 +80,14 @@ class Highlighter:
 
     def close(self, t_end: float | None = None) -> list[HighlightEvent]:
         return self.segmenter.close(t_end)
+
+    def set_queries(self, queries: Queries) -> list[HighlightEvent]:
+        """Look for other sentences from now on, without restarting the stream. Open segments end (their
+        `end` events are returned) and the sliding window restarts, since its cached keys and values
+        were computed under the old sentences."""
+        events = self.segmenter.close(self.segmenter.last_time)
+        self.queries = queries
+        self._query_tensor = torch.from_numpy(queries.embeddings)
+        self.state = self.scorer.init_state()
+        self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream)
+        return events

@@ -165,13 +165,14 @@ class Runtime:
         self.runners: dict[str, StreamRunner] = {}
         self._tasks: dict[str, asyncio.Task] = {}
 
-    def add(self, url: str, name: str | None = None, source=None) -> StreamRunner:
-        """Start a stream from a source string (or an already built source, e.g. a WebRTC track)."""
+    def add(self, url: str, name: str | None = None, source=None, queries: Queries | None = None) -> StreamRunner:
+        """Start a stream from a source string (or an already built source, e.g. a WebRTC track), looking
+        for `queries` (default: the runtime's)."""
         name = name or f"stream{len(self.runners)}"
         if name in self.runners:
             raise ValueError(f"stream {name!r} exists already")
         source = source or AVSource(url, name, self.source_options, on_status=self.emit)
-        highlighter = Highlighter(self.encoder.encoder, self.scorer, self.queries, self.segmenter, stream=name)
+        highlighter = Highlighter(self.encoder.encoder, self.scorer, queries or self.queries, self.segmenter, stream=name)
         runner = StreamRunner(name, source, highlighter, self.encoder, self.emit)
         self.runners[name] = runner
         self._tasks[name] = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{name}")

@@ -137,6 +137,11 @@ class OnlineSegmenter:
         self._closed = False
 
     @property
+    def last_time(self) -> float | None:
+        """Media time of the last frame pushed."""
+        return self._last_t
+
+    @property
     def segments(self) -> list[Segment]:
         """All finished segments so far, in start order."""
         return list(self._segments)

@@ -254,3 +254,23 @@ def test_bad_input_is_refused():
         SegmenterConfig(open_threshold=0.0, close_threshold=1.0)
     with pytest.raises(ValueError):
         SegmenterConfig(budget=1.5)
+
+
+def test_highlighter_switches_queries_mid_stream_closing_open_segments():
+    from cliplive.models.scorer import zero_shot
+    from cliplive.stream.engine import Highlighter, Queries
+
+    dim = 8
+    basis = np.eye(dim, dtype=np.float32)
+    highlighter = Highlighter(None, zero_shot(dim, (10.0, -5.0)), Queries(["a"], basis[:1]), SegmenterConfig(min_length=0.5))
+    events = []
+    for i in range(10):  # frames matching "a" exactly: a segment opens
+        events += highlighter.push_embeddings([i * 0.5], basis[:1])
+    assert [e.type for e in events][:1] == ["new"] and events[-1].type != "end"
+    switched = highlighter.set_queries(Queries(["b"], basis[1:2]))
+    assert [e.type for e in switched] == ["end"] and switched[0].end == 4.5 and switched[0].query == "a"
+    later = []
+    for i in range(10, 20):  # now frames matching "b"
+        later += highlighter.push_embeddings([i * 0.5], basis[1:2])
+    assert later and all(e.query == "b" and e.query_index == 0 for e in later)
+    assert later[0].start >= 5.0  # the new sentences' segments start after the switch
