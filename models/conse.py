@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from cliplive.models import efficientnet_lite
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
+from cliplive.stream.files import atomic_path
 
 TOP_CLASSES = 10
 
@@ -77,9 +77,8 @@ class ConseEncoder(Encoder):
         emb = self.sentence_model.encode(self.class_names, batch_size=128, convert_to_numpy=True, normalize_embeddings=True)
         emb = emb.astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+        with atomic_path(path, suffix=".npy") as tmp:
             np.save(tmp, emb)
-        os.replace(tmp.name, path)
         return emb
 
 

@@ -180,8 +180,7 @@ def zero_shot(dim: int, calibration: tuple[float, float], **overrides) -> Causal
 
 
 def save(scorer: CausalScorer, path: str, encoder_name: str, extra: dict | None = None) -> None:
-    import os
-    import tempfile
+    from cliplive.stream.files import atomic_path
 
     payload = {
         "format": FORMAT,
@@ -191,10 +190,8 @@ def save(scorer: CausalScorer, path: str, encoder_name: str, extra: dict | None 
         "state_dict": scorer.state_dict(),
         **(extra or {}),
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    os.replace(tmp.name, path)
 
 
 def load(path: str, encoder_name: str | None = None, dim: int | None = None) -> CausalScorer:

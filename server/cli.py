@@ -109,11 +109,20 @@ def run_summarize(args: argparse.Namespace) -> int:
     from cliplive.server.progress import progress_bar
     from cliplive.stream.summarize import SummaryRequest, summarize, write_json
 
+    from cliplive.models.encoder import check_query
+    from cliplive.stream.source import FileSource
+
+    # Everything the user can get wrong is checked before a model loads.
     for out in (args.output, args.json):
         if out and out != "-":
             check_writable(out)
-    if not Path(args.video).exists():
-        raise UserError(f"no such file: {args.video}")
+    with FileSource(args.video):
+        pass
+    for text in args.query:
+        check_query(text)
+    for image in args.query_image:
+        if not Path(image).is_file():
+            raise UserError(f"query image not found: {image}")
     encoder = make_encoder(args)
     scorer = make_scorer(args, encoder)
     request = SummaryRequest(
@@ -167,14 +176,19 @@ def print_segments(result: dict) -> None:
 
 
 def check_writable(path: str) -> None:
+    """Fail before hours of work, not after: try to create a file where the output will go."""
+    import tempfile
+
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise UserError(f"output path is a directory: {path}")
-    if not parent.is_dir():
-        raise UserError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UserError(f"output path is not writable: {path}")
+    if not target.parent.is_dir():
+        raise UserError(f"output directory does not exist: {target.parent}")
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as e:
+        raise UserError(f"output path is not writable: {path} ({e.strerror})") from None
 
 
 def positive_float(text: str) -> float:

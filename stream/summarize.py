@@ -7,8 +7,6 @@ code a live stream runs) -> optional paper-style refinement (KTS shots + 0/1 kna
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +18,7 @@ from cliplive.models.encoder import Encoder
 from cliplive.models.scorer import CausalScorer, zero_shot
 from cliplive.stream import shots as shot_tools
 from cliplive.stream.engine import Highlighter, Queries
+from cliplive.stream.files import atomic_path
 from cliplive.stream.segmenter import SegmenterConfig
 from cliplive.stream.source import FileSource, MediaError, prefetch, sample
 
@@ -145,8 +144,9 @@ def shot_segments(
     n = len(times)
     max_cp = max(1, min(n - 1, int(n / (2 * request.fps))))  # shots of 2 s and up
     change_points = shot_tools.kts(embeddings, max_cp) if n > 2 else np.zeros(0, int)
-    bounds = shot_tools.shot_bounds(change_points, n)
-    keep = shot_tools.select_shots(1 / (1 + np.exp(-score)), bounds, request.budget or 0.15)
+    budget = request.budget or 0.15
+    bounds = _split_long(shot_tools.shot_bounds(change_points, n), max(1, int(budget * n)))
+    keep = shot_tools.select_shots(1 / (1 + np.exp(-score)), bounds, budget)
     segments = []
     edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(int), [0]])))
     for start, stop in zip(edges[::2], edges[1::2]):
@@ -165,16 +165,22 @@ def shot_segments(
     return segments
 
 
+def _split_long(shots: np.ndarray, longest: int) -> np.ndarray:
+    """Shots longer than the whole budget could never be chosen; cut them into equal parts that fit."""
+    parts = []
+    for start, end in shots:
+        pieces = -(-(end - start) // longest)
+        edges = np.linspace(start, end, pieces + 1).round().astype(int)
+        parts.extend(zip(edges[:-1], edges[1:]))
+    return np.array(parts, dtype=int).reshape(-1, 2)
+
+
 def write_json(result: dict, path: str | Path) -> None:
     """Atomically: a reader never sees half a file, and a failed write leaves the old one."""
-    path = Path(path)
     data = json.dumps(result, indent=1)
     try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(data)
     except OSError as e:
-        if "tmp" in locals() and os.path.exists(tmp.name):
-            os.unlink(tmp.name)
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 

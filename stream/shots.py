@@ -1,0 +1,111 @@
+"""Shots and budgets, as the summarization protocol (TVSum/SumMe, CLIP-It) defines them. Pure numpy.
+
+- `kts`: Kernel Temporal Segmentation (Potapov et al., ECCV 2014): with a linear kernel on the frame
+  features, split the sequence into segments of least within-segment scatter, the number of change
+  points chosen by the penalised cost of the reference `cpd_auto`.
+- `knapsack`: exact 0/1 knapsack.
+- `select_shots`: shot score = mean frame score, weight = shot length, capacity = budget x frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_KTS_POINTS = 3000  # longer sequences are averaged down first: the DP is quadratic in memory
+
+
+def kts(features: np.ndarray, max_change_points: int, vmax: float = 1.0) -> np.ndarray:
+    """Change points (sorted indices where a new segment starts) of `features` (n, d)."""
+    x = np.asarray(features, dtype=np.float64)
+    n = len(x)
+    if n < 2 or max_change_points < 1:
+        return np.zeros(0, dtype=int)
+    step = int(np.ceil(n / MAX_KTS_POINTS))
+    if step > 1:  # average consecutive frames, segment those, map back
+        pooled = np.add.reduceat(x, np.arange(0, n, step)) / np.diff(np.append(np.arange(0, n, step), n))[:, None]
+        return np.unique(np.clip(kts(pooled, max_change_points, vmax) * step, 1, n - 1))
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    kernel = x @ x.T
+    max_change_points = min(max_change_points, n - 1)
+    costs, back = _segment_dp(_scatter(kernel), max_change_points)
+    # cpd_auto's model selection: mean scatter plus a penalty growing with the number of change points.
+    m = np.arange(1, max_change_points + 1)
+    penalty = np.concatenate([[0.0], vmax * m / (2.0 * n) * (np.log(n / m) + 1)])
+    best = int(np.argmin(costs[:, n] / n + penalty))
+    return _backtrack(back, best, n)
+
+
+def shot_bounds(change_points: np.ndarray, n: int) -> np.ndarray:
+    """(S, 2) [start, end) frame indices of the shots the change points cut [0, n) into."""
+    edges = np.concatenate([[0], np.asarray(change_points, dtype=int), [n]])
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+def knapsack(values: np.ndarray, weights: np.ndarray, capacity: int) -> list[int]:
+    """Indices (sorted) of the items of greatest total value whose total weight fits `capacity`."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=int)
+    capacity = int(capacity)
+    if capacity <= 0 or len(values) == 0:
+        return []
+    best = np.zeros(capacity + 1)
+    took = np.zeros((len(values), capacity + 1), dtype=bool)
+    for i, (value, weight) in enumerate(zip(values, weights)):
+        if weight > capacity or weight < 0:
+            continue
+        with_item = np.full(capacity + 1, -np.inf)
+        with_item[weight:] = best[: capacity + 1 - weight] + value
+        took[i] = with_item > best
+        best = np.where(took[i], with_item, best)
+    chosen, room = [], capacity
+    for i in range(len(values) - 1, -1, -1):
+        if took[i, room]:
+            chosen.append(i)
+            room -= weights[i]
+    return sorted(chosen)
+
+
+def select_shots(frame_scores: np.ndarray, shots: np.ndarray, budget: float = 0.15) -> np.ndarray:
+    """The protocol's summary: a 0/1 mask over frames, whole shots chosen by knapsack within the budget."""
+    scores = np.asarray(frame_scores, dtype=np.float64)
+    keep = np.zeros(len(scores), dtype=bool)
+    lengths = shots[:, 1] - shots[:, 0]
+    values = np.array([scores[s:e].mean() if e > s else 0.0 for s, e in shots])
+    for i in knapsack(values, lengths, int(np.floor(budget * len(scores)))):
+        keep[shots[i, 0] : shots[i, 1]] = True
+    return keep
+
+
+def _scatter(kernel: np.ndarray) -> np.ndarray:
+    """(n+1, n+1) scatter of segment [i, j): sum of K[k, k] minus the segment's kernel sum / length."""
+    n = len(kernel)
+    diag = np.concatenate([[0.0], np.cumsum(np.diag(kernel))])
+    block = np.zeros((n + 1, n + 1))
+    block[1:, 1:] = kernel.cumsum(0).cumsum(1)
+    i, j = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+    length = np.maximum(j - i, 1)
+    inner = block[j, j] - block[i, j] - block[j, i] + block[i, i]
+    scatter = diag[j] - diag[i] - inner / length
+    scatter[j <= i] = np.inf
+    return scatter
+
+
+def _segment_dp(scatter: np.ndarray, max_change_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """costs[m, j]: least scatter of frames [0, j) in m+1 segments; back[m, j]: where the last one starts."""
+    n = scatter.shape[0] - 1
+    costs = np.full((max_change_points + 1, n + 1), np.inf)
+    back = np.zeros((max_change_points + 1, n + 1), dtype=int)
+    costs[0] = scatter[0]
+    for m in range(1, max_change_points + 1):
+        total = costs[m - 1][:, None] + scatter  # split point i (rows) -> end j (columns)
+        back[m] = np.argmin(total, axis=0)
+        costs[m] = total[back[m], np.arange(n + 1)]
+    return costs, back
+
+
+def _backtrack(back: np.ndarray, change_points: int, n: int) -> np.ndarray:
+    points, end = [], n
+    for m in range(change_points, 0, -1):
+        end = int(back[m, end])
+        points.append(end)
+    return np.array(sorted(points), dtype=int)

@@ -1,0 +1,118 @@
+"""The command line as a user meets it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import ffprobe_json
+from cliplive.server.demo import interval_f1
+
+
+def cliplive(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cliplive.server.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_clip_config):
+    return ["--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random"]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cliplive: error: ") and "Traceback" not in result.stderr
+    assert __import__("re").search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    "kind,pattern",
+    [
+        ("not a video", "not a readable video file"),
+        ("zero-length", "not a readable video file"),
+        ("audio-only", "audio-only file"),
+        ("unsupported codec", "unsupported video codec"),
+    ],
+)
+def test_bad_videos(bad_inputs, tiny, tmp_path, kind, pattern):
+    out = tmp_path / "out.json"
+    assert_one_line_error(cliplive("summarize", str(bad_inputs[kind]), "-q", "a dog", *tiny, "--json", str(out)), pattern)
+    assert not out.exists()
+
+
+def test_missing_file_empty_sentence_and_bad_options(h264_with_audio, tiny, tmp_path):
+    assert_one_line_error(cliplive("summarize", str(tmp_path / "nope.mp4"), "-q", "a dog", *tiny), "no such file")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "  ", *tiny), "empty query")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "--query-image", str(tmp_path / "x.png"), *tiny), "query image not found")
+    bad_budget = cliplive("summarize", str(h264_with_audio), "--budget", "1.5")
+    assert bad_budget.returncode == 2 and "must be in [0, 1)" in bad_budget.stderr
+
+
+def test_unwritable_outputs_fail_before_work_and_keep_old_files(h264_with_audio, tiny, tmp_path):
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "-o", str(tmp_path / "no" / "x.mp4")),
+                          "output directory does not exist")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "--json", "/sys/x.json"),
+                          "output path is not writable")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "--json", str(tmp_path)),
+                          "is a directory")
+
+
+def test_missing_clip_weights_say_what_to_do(h264_with_audio, tmp_path):
+    result = cliplive("summarize", str(h264_with_audio), "-q", "a dog", "--pretrained", str(tmp_path / "missing.safetensors"))
+    assert_one_line_error(result, r"checkpoint not found")
+    assert result.returncode == 1
+
+
+def test_summarize_writes_json_and_a_video_matching_it(h264_with_audio, tiny, tmp_path):
+    out, js = tmp_path / "summary.mp4", tmp_path / "summary.json"
+    js.write_text("old")
+    long_query = "a test pattern with coloured bars and a moving counter " * 20
+    result = cliplive("summarize", str(h264_with_audio), "-q", "colour bars", "-q", long_query, *tiny,
+                      "--budget", "0.3", "-o", str(out), "--json", str(js))
+    assert result.returncode == 0, result.stderr
+    assert "truncated" in result.stderr  # the long sentence: a warning, not an error
+    summary = json.loads(js.read_text())
+    assert summary["video"] == str(h264_with_audio) and abs(summary["duration"] - 6.0) < 0.1
+    assert summary["queries"][0] == "colour bars" and summary["pseudo_queries"] is False
+    assert len(summary["frames"]["t"]) == len(summary["frames"]["relevance"]) == 13
+    segments = summary["segments"]
+    assert segments and all({"start", "end", "score", "query", "query_index"} <= set(s) for s in segments)
+    kept = sum(s["end"] - s["start"] for s in segments)
+    video = next(s for s in ffprobe_json(out, "-show_streams")["streams"] if s["codec_type"] == "video")
+    assert abs(float(video["duration"]) - kept) <= 1.0  # within one GOP (1 s here); in fact exact to a frame
+    assert abs(float(video["duration"]) - kept) <= 0.1
+    assert {s["codec_type"] for s in ffprobe_json(out, "-show_streams")["streams"]} == {"video", "audio"}
+
+
+def test_generic_summary_derives_pseudo_queries(h264_with_audio, tiny, tmp_path):
+    js = tmp_path / "generic.json"
+    result = cliplive("summarize", str(h264_with_audio), *tiny, "--shots", "--json", str(js))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(js.read_text())
+    assert summary["pseudo_queries"] is True and 1 <= len(summary["queries"]) <= 3
+    assert all(q.startswith("a photo of a ") for q in summary["queries"])
+    assert summary["mode"] == "shots"
+    kept = sum(s["end"] - s["start"] for s in summary["segments"])
+    assert 0 < kept <= 0.15 * summary["duration"] + 0.5
+
+
+def test_demo_finds_each_sentence_causally(tmp_path):
+    """The README's first command: real footage, conse, lookahead 0, per-query F1 >= 0.8."""
+    result = cliplive("demo", "--out-dir", str(tmp_path), timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["lookahead"] == 0.0 and summary["encoder"].startswith("conse:")
+    from cliplive.server.demo import PARTS
+
+    f1s = [float(line.split()[1]) for line in result.stdout.splitlines() if line.strip().startswith("F1 ")]
+    assert len(f1s) == len(PARTS) and min(f1s) >= 0.8
+    # The printed F1 agrees with the JSON's segments.
+    assert (tmp_path / "summary.mp4").stat().st_size > 0
+    assert interval_f1([(s["start"], s["end"]) for s in summary["segments"] if s["query_index"] == 0], [(0.0, 10.0)]) == pytest.approx(f1s[0], abs=0.01)
