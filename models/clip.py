@@ -75,7 +75,9 @@ class ClipEncoder(Encoder):
 def _create(open_clip, model: str, pretrained: str | None) -> torch.nn.Module:
     if not pretrained or pretrained == RANDOM:
         log.warning("clip encoder on RANDOM weights (asked for explicitly): scores are meaningless")
-        return open_clip.create_model(model, pretrained=None, pretrained_text=False)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same random model in every process, so runs are reproducible
+            return open_clip.create_model(model, pretrained=None, pretrained_text=False)
     is_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
     if is_path and not os.path.isfile(pretrained):
         raise EncoderUnavailable(f"CLIP checkpoint not found: {pretrained}")

@@ -62,6 +62,8 @@ def summarize(
         segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, request)
     else:
         segments = [s.to_dict() for s in engine.segmenter.segments]
+        if request.budget:
+            segments = fit_budget(segments, request.budget * duration)
     elapsed = time.perf_counter() - started
     return {
         "video": str(request.video),
@@ -163,6 +165,24 @@ def shot_segments(
             }
         )
     return segments
+
+
+def fit_budget(segments: list[dict], seconds: float) -> list[dict]:
+    """A causal segmenter can only aim at its budget (it cannot know what is still to come); a summary
+    must keep it. Keep the best-scoring segments whole while they fit; the first that does not fit is
+    cut down to the time left, centred on its best frame."""
+    kept, left = [], seconds
+    for segment in sorted(segments, key=lambda s: -s["score"]):
+        length = segment["end"] - segment["start"]
+        if length > left:
+            if left < 0.5:  # less than a sampled frame's worth: a cut this short is noise
+                break
+            centre = min(max(segment["best_frame_ts"], segment["start"] + left / 2), segment["end"] - left / 2)
+            segment = {**segment, "start": round(centre - left / 2, 3), "end": round(centre + left / 2, 3)}
+            length = left
+        kept.append(segment)
+        left -= length
+    return sorted(kept, key=lambda s: s["start"])
 
 
 def _split_long(shots: np.ndarray, longest: int) -> np.ndarray:
