@@ -14,20 +14,25 @@ import numpy as np
 MAX_KTS_POINTS = 3000  # longer sequences are averaged down first: the DP is quadratic in memory
 
 
-def kts(features: np.ndarray, max_change_points: int, vmax: float = 1.0) -> np.ndarray:
-    """Change points (sorted indices where a new segment starts) of `features` (n, d)."""
+def kts(features: np.ndarray, max_change_points: int, vmax: float = 1.0, min_segment: int = 1) -> np.ndarray:
+    """Change points (sorted indices where a new segment starts) of `features` (n, d).
+
+    No segment is shorter than `min_segment` frames (cpd_nonlin's `lmin`).
+    """
     x = np.asarray(features, dtype=np.float64)
     n = len(x)
-    if n < 2 or max_change_points < 1:
+    min_segment = max(1, int(min_segment))
+    max_change_points = min(max_change_points, n // min_segment - 1)
+    if max_change_points < 1:
         return np.zeros(0, dtype=int)
     step = int(np.ceil(n / MAX_KTS_POINTS))
     if step > 1:  # average consecutive frames, segment those, map back
         pooled = np.add.reduceat(x, np.arange(0, n, step)) / np.diff(np.append(np.arange(0, n, step), n))[:, None]
-        return np.unique(np.clip(kts(pooled, max_change_points, vmax) * step, 1, n - 1))
+        pooled_points = kts(pooled, max_change_points, vmax, int(np.ceil(min_segment / step)))
+        return np.unique(np.clip(pooled_points * step, 1, n - 1))
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     kernel = x @ x.T
-    max_change_points = min(max_change_points, n - 1)
-    costs, back = _segment_dp(_scatter(kernel), max_change_points)
+    costs, back = _segment_dp(_scatter(kernel, min_segment), max_change_points)
     # cpd_auto's model selection: mean scatter plus a penalty growing with the number of change points.
     m = np.arange(1, max_change_points + 1)
     penalty = np.concatenate([[0.0], vmax * m / (2.0 * n) * (np.log(n / m) + 1)])
@@ -76,8 +81,9 @@ def select_shots(frame_scores: np.ndarray, shots: np.ndarray, budget: float = 0.
     return keep
 
 
-def _scatter(kernel: np.ndarray) -> np.ndarray:
-    """(n+1, n+1) scatter of segment [i, j): sum of K[k, k] minus the segment's kernel sum / length."""
+def _scatter(kernel: np.ndarray, min_segment: int) -> np.ndarray:
+    """(n+1, n+1) scatter of segment [i, j): sum of K[k, k] minus the segment's kernel sum / length;
+    infinite for segments shorter than `min_segment` (or empty)."""
     n = len(kernel)
     diag = np.concatenate([[0.0], np.cumsum(np.diag(kernel))])
     block = np.zeros((n + 1, n + 1))
@@ -86,7 +92,7 @@ def _scatter(kernel: np.ndarray) -> np.ndarray:
     length = np.maximum(j - i, 1)
     inner = block[j, j] - block[i, j] - block[j, i] + block[i, i]
     scatter = diag[j] - diag[i] - inner / length
-    scatter[j <= i] = np.inf
+    scatter[j - i < min_segment] = np.inf
     return scatter
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from cliplive.stream.shots import kts, knapsack, select_shots, shot_bounds
@@ -25,6 +27,45 @@ def test_kts_prefers_no_cut_on_one_block_and_handles_tiny_inputs():
     assert kts(blocks([30, 30]), 0).size == 0
 
 
+def test_kts_min_segment_forbids_short_shots():
+    features = blocks([20, 2, 20])
+    np.testing.assert_array_equal(kts(features, max_change_points=5), [20, 22])
+    cps = kts(features, max_change_points=5, min_segment=5)
+    assert len(cps) >= 1 and np.diff(np.concatenate([[0], cps, [42]])).min() >= 5
+    assert kts(blocks([3, 3]), max_change_points=5, min_segment=4).size == 0  # no two shots of 4 fit in 6
+
+
+def test_kts_matches_exhaustive_search_of_the_cpd_auto_objective():
+    # cpd_auto: least mean within-segment scatter + vmax * m / (2n) * (log(n / m) + 1), over all cuttings.
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        n, m, lmin = int(rng.integers(2, 9)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        vmax = float(rng.choice([0.05, 0.3, 1.0]))
+        x = rng.normal(size=(n, 3)) + 2 * rng.normal(size=3)
+        assert list(kts(x, m, vmax, lmin)) == exhaustive_kts(x, m, vmax, lmin)
+
+
+def exhaustive_kts(features, max_change_points, vmax, min_segment):
+    x = features / np.linalg.norm(features, axis=1, keepdims=True)
+    n = len(x)
+
+    def scatter(a, b):
+        gram = x[a:b] @ x[a:b].T
+        return np.trace(gram) - gram.sum() / (b - a)
+
+    best_cost, best = np.inf, []
+    for m in range(max_change_points + 1):
+        for points in itertools.combinations(range(1, n), m):
+            edges = [0, *points, n]
+            if min(np.diff(edges)) < min_segment:
+                continue
+            penalty = vmax * m / (2 * n) * (np.log(n / m) + 1) if m else 0.0
+            cost = sum(scatter(a, b) for a, b in zip(edges, edges[1:])) / n + penalty
+            if cost < best_cost - 1e-12:
+                best_cost, best = cost, list(points)
+    return best
+
+
 def test_kts_on_long_sequences_pools_first_and_stays_close():
     cps = kts(blocks([4000, 3000]), max_change_points=4)
     assert len(cps) == 1 and abs(int(cps[0]) - 4000) <= 3
@@ -43,6 +84,18 @@ def test_knapsack_is_exact_where_greedy_by_ratio_fails():
     assert knapsack([3, 3], [2, 2], 4) == [0, 1]
 
 
+def test_knapsack_matches_exhaustive_search():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        count = int(rng.integers(1, 8))
+        values, weights, capacity = rng.uniform(0, 1, count), rng.integers(1, 10, count), int(rng.integers(0, 25))
+        chosen = knapsack(values, weights, capacity)
+        assert weights[chosen].sum() <= capacity
+        best = max(values[list(s)].sum() for k in range(count + 1) for s in itertools.combinations(range(count), k)
+                   if weights[list(s)].sum() <= capacity)
+        assert values[chosen].sum() == best
+
+
 def test_select_shots_keeps_the_best_shots_within_the_budget():
     scores = np.array([0.1] * 10 + [0.9] * 5 + [0.2] * 10 + [0.8] * 5 + [0.5] * 70)
     shots = shot_bounds(np.array([10, 15, 25, 30]), 100)
@@ -52,3 +105,5 @@ def test_select_shots_keeps_the_best_shots_within_the_budget():
     assert not select_shots(scores, shots, budget=0.0).any()
     flat = select_shots(np.ones(20), shot_bounds(np.array([5, 10, 15]), 20), budget=0.5)
     assert flat.sum() == 10  # equal scores: any shots, exactly filling the budget
+    assert not select_shots(np.array([0.7]), shot_bounds(np.array([], int), 1), budget=0.15).any()  # 0 frames fit
+    assert select_shots(np.array([0.7]), shot_bounds(np.array([], int), 1), budget=1.0).all()
