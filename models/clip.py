@@ -13,7 +13,7 @@ from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
 log = logging.getLogger(__name__)
 
 RANDOM = "random"  # explicit opt-in to untrained weights (tests, speed benchmarks); never a fallback
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ClipEncoder(Encoder):
@@ -21,7 +21,7 @@ class ClipEncoder(Encoder):
         self,
         model: str = "ViT-B-32",
         pretrained: str = "openai",
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str = "cpu",
         threads: int | None = None,
     ):
@@ -42,7 +42,17 @@ class ClipEncoder(Encoder):
         self.name = f"clip:{model}:{os.path.basename(pretrained) if pretrained else RANDOM}"
         self.device = torch.device(device)
         self.model = _create(open_clip, model, pretrained).to(self.device).eval()
+        if precision == "auto":  # bf16 where the hardware computes it natively: 2x fp32's speed on CPU
+            precision = "bf16" if _native_bf16(self.device) else "fp32"
+        self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        if self.dtype != torch.float32:
+            # Cast the image tower's weights once. Autocast would re-cast all of them on every batch:
+            # 3/4 of a 16-frame ViT-B-32 batch's time on CPU, slower than fp32. The text tower stays
+            # fp32: queries are encoded once and cached, so they may as well be exact.
+            self.model.visual.to(self.dtype)
+            if not _native_bf16(self.device):
+                log.warning("this CPU has no native bf16 (AVX512_BF16 or AMX): bf16 will be slower than fp32")
         self.tokenizer = open_clip.get_tokenizer(model)
         self.context_length = getattr(self.tokenizer, "context_length", 77)
         cfg = self.model.visual.preprocess_cfg
@@ -55,9 +65,7 @@ class ClipEncoder(Encoder):
 
     @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            return self.model.encode_image(pixels).float()
+        return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
 
     @torch.inference_mode()
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -70,6 +78,17 @@ class ClipEncoder(Encoder):
                 )
         tokens = self.tokenizer(texts).to(self.device)
         return self.model.encode_text(tokens).float()
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512_BF16 or AMX
+    except (AttributeError, RuntimeError):  # a private probe: without it, stay on the safe side
+        return False
 
 
 def _create(open_clip, model: str, pretrained: str | None) -> torch.nn.Module:

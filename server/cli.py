@@ -85,7 +85,8 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", choices=("clip", "conse"), default="clip", help="clip (default) or conse (offline fallback)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name or config .json (default ViT-B-32)")
     p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or local checkpoint path; 'random' only for tests")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="CLIP compute precision on this device")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="CLIP image tower precision (default auto: bf16 where the hardware has it natively)")
     p.add_argument("--checkpoint", help="a trained scorer checkpoint (default: zero-shot scorer)")
 
 

@@ -46,7 +46,7 @@ def tiny_clip(tiny_clip_config):
     from cliplive.models.clip import ClipEncoder
 
     torch.manual_seed(0)
-    return ClipEncoder(tiny_clip_config, "random")
+    return ClipEncoder(tiny_clip_config, "random", precision="fp32")
 
 
 @pytest.fixture(scope="session")

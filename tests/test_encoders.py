@@ -21,7 +21,14 @@ def frames_of_sizes(sizes, seed=0):
     return out
 
 
-@pytest.mark.parametrize("encoder_name", ["tiny_clip", "conse"])
+@pytest.fixture(scope="module")
+def tiny_clip_bf16(tiny_clip_config):
+    from cliplive.models.clip import ClipEncoder
+
+    return ClipEncoder(tiny_clip_config, "random", precision="bf16")
+
+
+@pytest.mark.parametrize("encoder_name", ["tiny_clip", "tiny_clip_bf16", "conse"])
 def test_batched_equals_one_at_a_time(encoder_name, request):
     encoder = request.getfixturevalue(encoder_name)
     frames = frames_of_sizes([(120, 160), (240, 320), (224, 300), (64, 64), (360, 640)])
@@ -127,10 +134,16 @@ def test_clip_loads_a_local_checkpoint(tiny_clip, tiny_clip_config, tmp_path):
 
     path = tmp_path / "tiny.pt"
     torch.save(tiny_clip.model.state_dict(), path)
-    loaded = ClipEncoder(tiny_clip_config, str(path))
+    loaded = ClipEncoder(tiny_clip_config, str(path), precision="fp32")
     frames = frames_of_sizes([(80, 80)])
     np.testing.assert_allclose(loaded.encode_frames(frames), tiny_clip.encode_frames(frames), atol=1e-5)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage")
     with pytest.raises(EncoderUnavailable, match="cannot load CLIP checkpoint"):
         ClipEncoder(tiny_clip_config, str(corrupt))
+
+
+def test_bf16_stays_within_cosine_of_fp32(tiny_clip, tiny_clip_bf16):
+    frames = frames_of_sizes([(224, 300), (240, 320), (120, 160)], seed=5)
+    cosine = (tiny_clip.encode_frames(frames) * tiny_clip_bf16.encode_frames(frames)).sum(1)
+    assert cosine.min() > 0.995

