@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="cliplive-demo", help="where the montage, summary video and JSON go")
     d.add_argument("--lookahead", type=non_negative_float, default=0.0)
     d.set_defaults(run=run_demo)
+
+    from cliplive.server.serve import add_command
+
+    add_command(commands)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""The JSON API: streams, highlights, and live events over Server-Sent Events and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from cliplive.server.bus import Subscription
+from cliplive.server.config import STREAM_NAME, Sentence, StreamSpec, StrictModel
+from cliplive.server.service import ClipUnavailable, LiveStream, NotFound, Service, StreamExists
+from cliplive.server.store import HighlightRow, StoredEvent
+
+KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+REPLAY_PAGE = 500
+
+router = APIRouter(prefix="/api")
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def get_ws_service(websocket: WebSocket) -> Service:
+    return websocket.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+StreamName = Annotated[str, Query(pattern=STREAM_NAME)]
+
+
+@contextmanager
+def client_errors() -> Iterator[None]:
+    """The service's refusals as 4xx JSON."""
+    try:
+        yield
+    except NotFound as e:
+        raise HTTPException(404, f"not found: {e.args[0]}") from None
+    except StreamExists as e:
+        raise HTTPException(409, str(e)) from None
+    except ClipUnavailable as e:
+        raise HTTPException(404, str(e)) from None
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False)) from None
+    except ValueError as e:  # a refused source, an unreadable reference image
+        raise HTTPException(400, str(e)) from None
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+class StreamMetrics(BaseModel):
+    input_fps: float | None = None
+    sampled_fps: float | None = None
+    dropped: int | None = None
+    reconnects: int | None = None
+    scored: int
+    events: int
+    encoder_lag_p50_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+
+
+class StreamInfo(BaseModel):
+    name: str
+    source: str = Field(description="passwords in URLs are masked")
+    sentences: list[str]
+    images: list[str]
+    fps: float
+    origin: str = Field(description="config (the config file), api, or session (e.g. WebRTC; not kept across restarts)")
+    state: str | None = Field(description="idle, connecting, live, stalled, reconnecting, ended")
+    last_status: dict | None = Field(description="the stream's latest status event, with its reason (e.g. an error)")
+    metrics: StreamMetrics
+
+    @classmethod
+    def of(cls, stream: LiveStream) -> StreamInfo:
+        snapshot = stream.runner.snapshot()
+        spec = stream.spec
+        return cls(name=spec.name, source=mask_password(spec.source), sentences=spec.sentences, images=spec.images,
+                   fps=spec.fps, origin=stream.origin, state=snapshot["state"], last_status=stream.last_status,
+                   metrics=StreamMetrics.model_validate(snapshot))
+
+
+class QueriesUpdate(StrictModel):
+    sentences: list[Sentence] = Field(default_factory=list, max_length=64)
+    images: list[str] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _has_queries(self) -> QueriesUpdate:
+        if not self.sentences and not self.images:
+            raise ValueError("give at least one sentence or reference image")
+        return self
+
+
+class Highlight(BaseModel):
+    id: int
+    stream: str
+    query: str
+    query_index: int
+    start: float = Field(description="media time, seconds")
+    end: float | None = Field(description="media time, seconds; null while open")
+    score: float
+    best_frame_ts: float
+    wall_start: float = Field(description="Unix time")
+    wall_end: float | None
+    state: str = Field(description="open, ended, or interrupted (the server stopped while it was open)")
+    thumbnail_url: str | None
+    clip_url: str | None
+
+    @classmethod
+    def of(cls, row: HighlightRow, service: Service) -> Highlight:
+        return cls(id=row.id, stream=row.stream, query=row.query, query_index=row.query_index, start=row.start,
+                   end=row.end, score=row.score, best_frame_ts=row.best_frame_ts, wall_start=row.wall_start,
+                   wall_end=row.wall_end, state=row.state,
+                   thumbnail_url=f"/api/highlights/{row.id}/thumbnail.jpg" if row.has_thumbnail else None,
+                   clip_url=f"/api/highlights/{row.id}/clip.mp4" if service.has_clip(row) else None)
+
+
+def mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+@router.post("/streams", status_code=201, response_model=StreamInfo, tags=["streams"])
+async def create_stream(spec: StreamSpec, service: ServiceDep) -> StreamInfo:
+    """Start watching a source. Only rtsp(s):// and http(s):// URLs unless the config allows local sources."""
+    with client_errors():
+        return StreamInfo.of(await service.add_stream(spec, "api"))
+
+
+@router.get("/streams", response_model=list[StreamInfo], tags=["streams"])
+async def list_streams(service: ServiceDep) -> list[StreamInfo]:
+    return [StreamInfo.of(s) for s in service.streams.values() if not s.deleting]
+
+
+@router.get("/streams/{name}", response_model=StreamInfo, tags=["streams"])
+async def get_stream(name: str, service: ServiceDep) -> StreamInfo:
+    with client_errors():
+        return StreamInfo.of(service.stream(name))
+
+
+@router.patch("/streams/{name}", response_model=StreamInfo, tags=["streams"])
+async def update_stream(name: str, update: QueriesUpdate, service: ServiceDep) -> StreamInfo:
+    """Replace the sentences (and reference images) of a running stream; it keeps running. Open highlights end."""
+    with client_errors():
+        return StreamInfo.of(await service.update_queries(name, update.sentences, update.images))
+
+
+@router.delete("/streams/{name}", status_code=204, tags=["streams"])
+async def delete_stream(name: str, service: ServiceDep) -> Response:
+    """Stop a stream; its highlights stay. A stream from the config file starts again at the next start."""
+    with client_errors():
+        await service.delete_stream(name)
+    return Response(status_code=204)
+
+
+# --- highlights ----------------------------------------------------------------------------------
+
+
+@router.get("/highlights", response_model=list[Highlight], tags=["highlights"])
+async def list_highlights(
+    service: ServiceDep,
+    stream: StreamName | None = None,
+    query: Annotated[str | None, Query(max_length=500, description="exact sentence")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 or Unix time: highlights still going at or after")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601 or Unix time: highlights started at or before")] = None,
+    before: Annotated[int | None, Query(ge=1, description="page: highlights with smaller ids")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Highlight]:
+    """Newest first."""
+    since_unix, until_unix = (None if t is None else t.timestamp() for t in (since, until))
+    rows = service.store.highlights(stream, query, since_unix, until_unix, before, limit)
+    return [Highlight.of(row, service) for row in rows]
+
+
+@router.get("/highlights/{highlight_id}", response_model=Highlight, tags=["highlights"])
+async def get_highlight(highlight_id: int, service: ServiceDep) -> Highlight:
+    with client_errors():
+        return Highlight.of(service.highlight(highlight_id), service)
+
+
+@router.get("/highlights/{highlight_id}/thumbnail.jpg", response_class=Response, tags=["highlights"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def get_thumbnail(highlight_id: int, service: ServiceDep) -> Response:
+    jpeg = service.store.thumbnail(highlight_id)
+    if jpeg is None:
+        raise HTTPException(404, "no thumbnail for this highlight")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/highlights/{highlight_id}/clip.mp4", response_class=FileResponse, tags=["highlights"],
+            responses={200: {"content": {"video/mp4": {}}}})
+async def get_clip(highlight_id: int, service: ServiceDep) -> FileResponse:
+    with client_errors():
+        return FileResponse(await service.clip(highlight_id), media_type="video/mp4")
+
+
+# --- live events ---------------------------------------------------------------------------------
+
+
+async def event_feed(service: Service, subscription: Subscription, after: int | None, stream: str | None
+                     ) -> AsyncIterator[StoredEvent | None]:
+    """Stored events after `after` (none when None), then live ones, each once and in id order; None
+    now and then while idle (a keepalive). The subscription was made before the replay starts, so an
+    event committed meanwhile is in its queue, and dropped there when the replay already gave it."""
+    try:
+        last = after or 0
+        if after is not None:
+            while page := service.store.events_after(last, REPLAY_PAGE, stream):
+                for event in page:
+                    yield event
+                last = page[-1].id
+        while True:
+            try:
+                event = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield None
+                continue
+            if event is None:  # too slow, or the server is stopping: the client reconnects with its last id
+                return
+            if event.id > last and (stream is None or event.stream == stream):
+                last = event.id
+                yield event
+    finally:
+        subscription.close()
+
+
+async def sse_lines(feed: AsyncIterator[StoredEvent | None]) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    async for event in feed:
+        yield ": keepalive\n\n" if event is None else f"id: {event.id}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n"
+
+
+@router.get("/events", response_class=StreamingResponse, tags=["events"],
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "one `data:` JSON event per message, `id:` its event id"}})
+async def events_sse(
+    request: Request,
+    service: ServiceDep,
+    stream: StreamName | None = None,
+    last_event_id: Annotated[int | None, Header(ge=0, description="resume after this event id (EventSource sends it)")] = None,
+    after: Annotated[int | None, Query(ge=0, description="resume after this event id, for a first connection")] = None,
+) -> StreamingResponse:
+    """Highlight and status events as Server-Sent Events: with `Last-Event-ID` (or `after`), the stored
+    events after that id first, then live ones; no gap, no duplicate."""
+    client = f"sse {request.client.host}:{request.client.port}" if request.client else "sse"
+    subscription = service.bus.subscribe(client)
+    feed = event_feed(service, subscription, last_event_id if last_event_id is not None else after, stream)
+    return StreamingResponse(sse_lines(feed), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.websocket("/events/ws")
+async def events_ws(
+    websocket: WebSocket,
+    service: Annotated[Service, Depends(get_ws_service)],
+    stream: StreamName | None = None,
+    after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+) -> None:
+    """The same events as `/api/events`, one JSON text message each (`event_id` included)."""
+    client = f"ws {websocket.client.host}:{websocket.client.port}" if websocket.client else "ws"
+    subscription = service.bus.subscribe(client)
+    await websocket.accept()
+
+    async def send_events() -> None:
+        async for event in event_feed(service, subscription, after, stream):
+            if event is not None:
+                await websocket.send_text(json.dumps(event.data, ensure_ascii=False))
+
+    async def until_disconnected() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # messages from the client are ignored
+
+    sender, receiver = asyncio.create_task(send_events()), asyncio.create_task(until_disconnected())
+    done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    subscription.close()
+    if sender in done:  # the feed ended (too slow, or shutting down): the client reconnects with `after`
+        with suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.close(1013 if subscription.ended == "too slow" else 1001)

@@ -1,0 +1,347 @@
+"""The service: live streams, the store and the event bus, glued together.
+
+Every event a stream emits (highlights and status changes) is committed to the store first, where it
+gets its id, and only then fanned out to subscribers and sinks: what any client has seen is on disk.
+Streams share one batched encoder. Those declared in the config file start at every start; those added
+through the API are stored and start again after a restart, until deleted.
+
+The service composes runtime.py's `BatchedEncoder` and `StreamRunner` itself rather than use
+`Runtime`, because it needs per-stream lifecycles (delete one stream, add it again under the same name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from cliplive.models.encoder import Encoder
+from cliplive.models.scorer import CausalScorer, zero_shot
+from cliplive.server.bus import EventBus, Subscription
+from cliplive.server.config import Config, StreamSpec, check_source
+from cliplive.server.recorder import RECORDABLE_KINDS, PacketRecorder
+from cliplive.server.store import HighlightRow, Store, StoredEvent
+from cliplive.server.thumbnails import FrameTap, encode_jpeg
+from cliplive.stream.clips import ClipWriteError, write_summary
+from cliplive.stream.engine import Highlighter, Queries
+from cliplive.stream.events import HighlightEvent, StatusEvent
+from cliplive.stream.live import AVSource, SourceOptions, source_kind
+from cliplive.stream.runtime import BatchedEncoder, StreamRunner
+
+log = logging.getLogger(__name__)
+
+Origin = Literal["config", "api", "session"]  # session: built by the caller (e.g. WebRTC), neither stored nor restarted
+CLIP_PRE_ROLL = 1.0  # seconds of video kept before a highlight's start in its clip ...
+CLIP_POST_ROLL = 1.0  # ... and after its end
+STORE_SAMPLES = 1000
+
+
+class StreamExists(ValueError):
+    pass
+
+
+class NotFound(KeyError):
+    pass
+
+
+class ClipUnavailable(RuntimeError):
+    pass
+
+
+class Sink(Protocol):
+    """An event consumer fed from the bus (cliplive.server.sinks: webhooks, MQTT)."""
+
+    name: str
+
+    async def publish(self, event: dict) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class LiveStream:
+    spec: StreamSpec
+    origin: Origin
+    tap: FrameTap
+    runner: StreamRunner
+    task: asyncio.Task
+    recorder: PacketRecorder | None
+    last_status: dict | None = None
+    deleting: bool = False
+    thumbnail_ts: dict[int, float] = field(default_factory=dict)  # open highlight id -> best frame of its thumbnail
+
+
+class Service:
+    def __init__(self, config: Config, encoder: Encoder, scorer: CausalScorer | None = None):
+        self.config, self.settings, self.encoder = config, config.server, encoder
+        self.scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
+        self.batcher = BatchedEncoder(encoder, max_batch=config.encoder.max_batch)
+        self.bus = EventBus()
+        self.streams: dict[str, LiveStream] = {}
+        self.sinks: list[Sink] = []
+        self.store: Store | None = None
+        self.store_seconds: deque[float] = deque(maxlen=STORE_SAMPLES)  # per event: commit time
+        self._forwarders: list[asyncio.Task] = []  # one per sink
+        self._clip_tasks: set[asyncio.Task] = set()  # clips cut once a highlight's post-roll arrived
+        self._running = False
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.settings.data_dir / "clips"
+
+    def add_sink(self, sink: Sink) -> None:
+        """Register before start(): the sink then sees every event, startup's included."""
+        self.sinks.append(sink)
+
+    async def start(self) -> None:
+        self.clips_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings.data_dir / "cliplive.db")
+        self._running = True
+        loop = asyncio.get_running_loop()
+        self._forwarders = [loop.create_task(self._forward(sink, self.bus.subscribe(f"sink {sink.name}")), name=f"sink {sink.name}")
+                            for sink in self.sinks]
+        self._end_interrupted_highlights()
+        for spec in self.config.streams:  # the config file wins over what the API stored under the same name
+            await self._start_logged(spec, "config")
+        for spec, origin in self.store.active_streams():
+            if origin == "api" and spec["name"] not in self.streams:
+                await self._start_logged(StreamSpec.model_validate(spec), "api")
+
+    async def stop(self) -> None:
+        """Stop every stream (their open segments end; those `end` events are stored and sent), then end
+        the subscriptions, flush the sinks and close the store. Safe to call twice."""
+        if not self._running:
+            return
+        self._running = False
+        for stream in self.streams.values():
+            self._stop_stream(stream)
+        await asyncio.gather(*(s.task for s in self.streams.values()), return_exceptions=True)
+        self.batcher.close()
+        for task in self._clip_tasks:  # their packet buffers are gone with the recorders
+            task.cancel()
+        self.bus.close()  # subscribers and sink forwarders get what is queued, then their end
+        await asyncio.gather(*self._clip_tasks, *self._forwarders, return_exceptions=True)
+        for sink in self.sinks:
+            await sink.close()
+        self.store.close()
+
+    # --- streams ---------------------------------------------------------------------------------
+
+    async def add_stream(self, spec: StreamSpec, origin: Origin = "api", source=None) -> LiveStream:
+        """Start a stream. API streams are checked against the source policy; `source` is a ready-made
+        source (e.g. WebRTC) built with `on_status=service.emit`."""
+        self._check_new(spec, origin)
+        queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
+        self._check_new(spec, origin)  # again: another request may have taken the name meanwhile
+        if origin != "session":
+            self.store.save_stream(spec.name, spec.model_dump(mode="json"), origin)
+        return self._launch(spec, origin, queries, source)
+
+    async def update_queries(self, name: str, sentences: list[str], images: list[str]) -> LiveStream:
+        """Look for other sentences on a running stream, without restarting it; open segments end."""
+        stream = self.stream(name)
+        spec = StreamSpec.model_validate({**stream.spec.model_dump(), "sentences": sentences, "images": images})
+        if stream.origin == "api":
+            self._check_images(spec)
+        queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
+        for event in stream.runner.highlighter.set_queries(queries):
+            self.emit(event)
+        stream.spec = spec
+        if stream.origin != "session":
+            self.store.save_stream(name, spec.model_dump(mode="json"), stream.origin)
+        return stream
+
+    async def delete_stream(self, name: str) -> None:
+        """Stop a stream; its open segments end, its highlights stay stored."""
+        stream = self.stream(name)
+        stream.deleting = True
+        self._stop_stream(stream)
+        with suppress(Exception):
+            await stream.task
+        del self.streams[name]
+        if stream.origin != "session":
+            self.store.delete_stream(name)
+
+    def stream(self, name: str) -> LiveStream:
+        stream = self.streams.get(name)
+        if stream is None or stream.deleting:
+            raise NotFound(name)
+        return stream
+
+    def _check_new(self, spec: StreamSpec, origin: Origin) -> None:
+        if spec.name in self.streams:
+            raise StreamExists(f"stream {spec.name!r} exists already")
+        if origin == "api":
+            check_source(spec.source, self.settings.allow_local_sources)
+            self._check_images(spec)
+
+    def _check_images(self, spec: StreamSpec) -> None:
+        if spec.images and not self.settings.allow_local_sources:
+            raise ValueError("reference images are files on the server: the server's config does not allow local sources")
+
+    async def _start_logged(self, spec: StreamSpec, origin: Origin) -> None:
+        """At startup one broken stream (a file gone, an image unreadable) must not keep the others down."""
+        try:
+            await self.add_stream(spec, origin)
+        except (ValueError, OSError) as e:
+            log.error("stream %s not started: %s", spec.name, e)
+
+    def _launch(self, spec: StreamSpec, origin: Origin, queries: Queries, source) -> LiveStream:
+        options = SourceOptions(fps=spec.fps, short_side=self.encoder.image_size, **spec.options.model_dump())
+        tap = FrameTap(source or AVSource(spec.source, spec.name, options, on_status=self.emit), spec.fps)
+        highlighter = Highlighter(self.encoder, self.scorer, queries, self.config.segmenter, stream=spec.name)
+        runner = StreamRunner(spec.name, tap, highlighter, self.batcher, self.emit)
+        recorder = None
+        if source is None and self.settings.buffer_minutes > 0 and source_kind(spec.source) in RECORDABLE_KINDS:
+            recorder = PacketRecorder(spec.source, spec.name, source_kind(spec.source), self.settings.buffer_minutes, options)
+            recorder.start()
+        task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{spec.name}")
+        task.add_done_callback(_log_failure)
+        self.streams[spec.name] = stream = LiveStream(spec, origin, tap, runner, task, recorder)
+        return stream
+
+    @staticmethod
+    def _stop_stream(stream: LiveStream) -> None:
+        stream.tap.stop()
+        if stream.recorder:
+            stream.recorder.stop()
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def emit(self, event: HighlightEvent | StatusEvent) -> None:
+        """Store one event, then fan it out. Called on the loop by the streams' sources and runners."""
+        data = event.to_dict()
+        stream = self.streams.get(data["stream"])
+        started = time.perf_counter()
+        try:
+            with self.store.transaction():
+                if data["kind"] == "highlight":
+                    self._record_highlight(data, stream)
+                event_id = self.store.append_event(data)
+        except sqlite3.Error:
+            log.exception("event not stored, so not sent: %s", data)
+            return
+        self.store_seconds.append(time.perf_counter() - started)
+        self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
+        if stream is None:
+            return
+        if data["kind"] == "status":
+            stream.last_status = data
+        else:
+            self._keep_thumbnail(data, stream)
+            if data["type"] == "end" and stream.recorder and self._running:
+                task = asyncio.get_running_loop().create_task(self._record_clip(data["highlight_id"], stream.recorder))
+                self._clip_tasks.add(task)
+                task.add_done_callback(self._clip_tasks.discard)
+
+    def _record_highlight(self, data: dict, stream: LiveStream | None) -> None:
+        """Keep the highlight's row in step with its event, and give the event the row's id: the
+        segmenter's ids restart with each run of a stream, the row's never repeat."""
+        wall_time = stream.tap.wall_time if stream else lambda t: time.time()
+        highlight_id = self.store.open_highlight(data["stream"], data["id"])
+        if highlight_id is None:
+            source = stream.spec.source if stream else ""
+            highlight_id = self.store.insert_highlight(data, source, wall_time(data["start"]))
+        if data["type"] != "new":
+            self.store.update_highlight(highlight_id, data, None if data["end"] is None else wall_time(data["end"]))
+        data["id"], data["highlight_id"] = f"{data['stream']}-{highlight_id}", highlight_id
+
+    def _keep_thumbnail(self, data: dict, stream: LiveStream) -> None:
+        """JPEG of the best frame whenever it changes (at most about once a second per open highlight;
+        about 1 ms for a 224x398 frame, so it runs on the loop)."""
+        highlight_id, best = data["highlight_id"], data["best_frame_ts"]
+        if stream.thumbnail_ts.get(highlight_id) != best and (frame := stream.tap.nearest(best)) is not None:
+            self.store.set_thumbnail(highlight_id, encode_jpeg(frame.image))
+            stream.thumbnail_ts[highlight_id] = best
+        if data["type"] == "end":
+            stream.thumbnail_ts.pop(highlight_id, None)
+
+    def _end_interrupted_highlights(self) -> None:
+        """Highlights a killed server left open get their `end` event now, flagged `interrupted`, so
+        consumers tracking them are not left with one that never ends."""
+        with self.store.transaction():
+            for row in self.store.interrupt_open_highlights():
+                data = HighlightEvent("end", f"{row.stream}-{row.id}", row.stream, row.start, row.end, row.score,
+                                      row.query, row.query_index, row.best_frame_ts).to_dict()
+                data.update(highlight_id=row.id, interrupted=True)
+                event_id = self.store.append_event(data)
+                self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
+
+    async def _forward(self, sink: Sink, subscription: Subscription) -> None:
+        """Feed one sink from its subscription (made at start, so it sees startup's events too)."""
+        while True:
+            async for event in subscription:
+                try:
+                    await sink.publish(event.data)
+                except Exception:  # a sink's bug must not stop the others or the service
+                    log.exception("sink %s failed on event %d", sink.name, event.id)
+            if not self._running:
+                return
+            log.error("sink %s fell behind (%s): events were skipped; resubscribing", sink.name, subscription.ended)
+            subscription = self.bus.subscribe(f"sink {sink.name}")
+
+    # --- clips -----------------------------------------------------------------------------------
+
+    async def _record_clip(self, highlight_id: int, recorder: PacketRecorder) -> None:
+        """Cut a live highlight's clip from the packet buffer once its post-roll has arrived."""
+        await asyncio.sleep(CLIP_POST_ROLL + 0.5)
+        row = self.store.highlight(highlight_id)
+        try:
+            await asyncio.to_thread(recorder.clip, row.wall_start - CLIP_PRE_ROLL, row.wall_end + CLIP_POST_ROLL,
+                                    self.clips_dir / f"{highlight_id}.mp4")
+        except (ClipWriteError, OSError, ValueError) as e:
+            log.warning("no clip for highlight %d: %s", highlight_id, e)
+
+    async def clip(self, highlight_id: int) -> Path:
+        """The highlight's mp4: recorded when it ended (live sources), or cut from the file now (files)."""
+        row = self.highlight(highlight_id)
+        path = self.clips_dir / f"{highlight_id}.mp4"
+        if path.exists():
+            return path
+        if row.end is None:
+            raise ClipUnavailable("the highlight is still open: its clip is cut when it ends")
+        if clip_source_kind(row) not in ("file", "http"):
+            raise ClipUnavailable("no clip was recorded for this highlight")
+        try:
+            await asyncio.to_thread(write_summary, row.source, [(row.start - CLIP_PRE_ROLL, row.end + CLIP_POST_ROLL)], path)
+        except ClipWriteError as e:
+            raise ClipUnavailable(str(e)) from None
+        return path
+
+    def highlight(self, highlight_id: int) -> HighlightRow:
+        row = self.store.highlight(highlight_id)
+        if row is None:
+            raise NotFound(f"highlight {highlight_id}")
+        return row
+
+    def has_clip(self, row: HighlightRow) -> bool:
+        return (self.clips_dir / f"{row.id}.mp4").exists() or (row.end is not None and clip_source_kind(row) in ("file", "http"))
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    def metrics(self) -> dict:
+        return {
+            "streams": [s.runner.snapshot() for s in self.streams.values()],
+            "encoder": self.batcher.metrics(),
+            "subscribers": len(self.bus.subscribers),
+            "subscribers_dropped": self.bus.dropped,
+            "store_seconds": list(self.store_seconds),
+        }
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception())
+
+
+def clip_source_kind(row: HighlightRow) -> str | None:
+    try:
+        return source_kind(row.source)
+    except ValueError:  # a file since removed, or a source the service did not open itself
+        return None

@@ -1,0 +1,60 @@
+"""The last few sampled frames of a stream, for highlight thumbnails and for placing media time on the wall clock.
+
+`FrameTap` wraps a source (same pull interface) and remembers what passes through: the frames the
+encoder sees, already scaled to its input size, so a thumbnail costs no extra decoding. Only a few
+seconds are kept (a highlight's best frame is reported within about a second of being seen, plus the
+segmenter's lookahead), so memory stays at `seconds * fps` frames per stream.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections import deque
+
+import numpy as np
+from PIL import Image
+
+from cliplive.stream.source import Frame
+
+KEEP_SECONDS = 10.0
+
+
+class FrameTap:
+    def __init__(self, source, fps: float, seconds: float = KEEP_SECONDS):
+        self.source = source
+        self.frames: deque[Frame] = deque(maxlen=math.ceil(fps * seconds) + 1)
+
+    async def recv(self) -> Frame:
+        frame = await self.source.recv()
+        self.frames.append(frame)
+        return frame
+
+    def stop(self) -> None:
+        self.source.stop()
+
+    @property
+    def state(self) -> str:
+        return self.source.state
+
+    @property
+    def metrics(self):
+        return self.source.metrics
+
+    def nearest(self, t: float) -> Frame | None:
+        """The kept frame closest to media time `t`."""
+        return min(self.frames, key=lambda f: abs(f.t - t), default=None)
+
+    def wall_time(self, t: float) -> float:
+        """Unix time at which media time `t` was live, from the newest frame's timestamps."""
+        if not self.frames:
+            return time.time()
+        last = self.frames[-1]
+        return last.wall - (last.t - t)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
