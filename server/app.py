@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
 import uvicorn
 
-from cliplive.server import api
+from cliplive.server import api, web, webrtc_api
 from cliplive.server.metrics import CONTENT_TYPE, registry_for
 from cliplive.server.security import BearerAuth, BodySizeLimit
 from cliplive.server.service import Service
@@ -36,6 +36,7 @@ def create_app(service: Service, token: str | None) -> FastAPI:
     app = FastAPI(title="cliplive", summary="Live language-guided video highlights", version="1", lifespan=lifespan)
     app.state.service = service
     app.include_router(api.router)
+    app.include_router(webrtc_api.router)
     registry = registry_for(service)
 
     @app.get("/healthz", tags=["service"])
@@ -53,10 +54,11 @@ def create_app(service: Service, token: str | None) -> FastAPI:
         log.error("%s %s failed", request.method, request.url.path, exc_info=error)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    app.mount("/", web.static_files(), name="web")  # last: it takes every path no route did
     app.openapi = lambda: app.openapi_schema or _openapi_with_bearer(app)
     # Outermost last: CORS answers preflights, auth refuses before any body is read, then the size cap.
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_body_bytes)
-    app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BearerAuth, token=token, public_paths=("/healthz", *web.PUBLIC_PATHS))
     if service.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=service.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,7 @@ class Highlighter:
         self.state = scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream)
         self.history = FrameScores() if keep_history else None
+        self.on_scores: Callable[[float, np.ndarray], None] | None = None  # per frame (t, relevance logits): live plots
 
     def push_frames(self, frames: Sequence[Frame]) -> list[HighlightEvent]:
         """A batch of sampled frames (encoded together) -> the events they cause."""
@@ -75,6 +76,8 @@ class Highlighter:
                 self.history.t.append(float(t))
                 self.history.relevance.append(relevance)
                 self.history.score.append(float(out.score))
+            if self.on_scores is not None:
+                self.on_scores(float(t), relevance)
             events.extend(self.segmenter.push(float(t), relevance))
         return events
 
