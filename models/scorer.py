@@ -115,8 +115,7 @@ class CausalScorer(nn.Module):
         t = frames.shape[-2]
         pos = torch.arange(t, device=frames.device)
         distance = pos[:, None] - pos[None, :]  # query index minus key index
-        visible = (distance >= 0) & (distance < self.config.window)
-        bias = self._alibi(distance).masked_fill(~visible, float("-inf"))
+        bias = self._alibi(distance).masked_fill(~self._visible(distance), float("-inf"))
         x = self.guide(frames, queries)
         for block in self.blocks:
             q, k, v = block.qkv_heads(x)
@@ -146,9 +145,13 @@ class CausalScorer(nn.Module):
         out = self._heads(x, frame[None], queries)
         return ScorerOutput(out.relevance[0], out.score[0])
 
+    def _visible(self, distance: torch.Tensor) -> torch.Tensor:
+        """Which keys each frame attends to: itself and the W-1 frames before it."""
+        return (distance >= 0) & (distance < self.config.window)
+
     def _alibi(self, distance: torch.Tensor) -> torch.Tensor:
-        """(Tq, Tk) distances -> (H, Tq, Tk) additive attention bias."""
-        return -self.slopes[:, None, None] * distance.clamp(min=0).to(self.slopes.dtype)
+        """(Tq, Tk) distances -> (H, Tq, Tk) additive attention bias, growing with distance either way."""
+        return -self.slopes[:, None, None] * distance.abs().to(self.slopes.dtype)
 
     def _heads(self, x: torch.Tensor, frames: torch.Tensor, queries: torch.Tensor) -> ScorerOutput:
         h = self.norm(x)

@@ -74,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lookahead", type=non_negative_float, default=0.0)
     d.set_defaults(run=run_demo)
 
+    from cliplive.server.research import add_commands
     from cliplive.server.serve import add_command
 
     add_command(commands)
+    add_commands(commands)
     return parser
 
 

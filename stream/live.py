@@ -1,11 +1,13 @@
 """Live sources: one async pull interface (`await source.recv()`, as aiortc's tracks) over PyAV.
 
-A reader thread per source opens the input, decodes, samples and converts only the frames it keeps,
-and hands the newest one to the event loop; if the consumer is slower, older frames are dropped and
-counted (memory stays at one frame per stream). A watchdog on the loop side notices silent inputs
-itself (PyAV's own timeouts have had bugs), and dead or stalled inputs reconnect with exponential
-backoff and jitter. Status changes (`connecting`, `live`, `stalled`, `reconnecting`, `ended`) go to a
-callback so they join the highlight events in one stream.
+A reader thread per source opens the input, decodes as little as the sampling rate needs (SkipPolicy),
+samples and converts only the frames it keeps, and hands the newest one to the event loop; if the
+consumer of a live input is slower, older frames are dropped and counted (memory stays at one frame
+per stream), while files played as fast as possible wait for the consumer instead, so none of their
+frames is lost. A watchdog on the loop side notices silent inputs itself (PyAV's own timeouts have
+had bugs), and dead or stalled inputs reconnect with exponential backoff and jitter. Status changes
+(`connecting`, `live`, `stalled`, `reconnecting`, `ended`) go to a callback so they join the
+highlight events in one stream.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ class SourceOptions:
     backoff_max: float = 30.0
     realtime: bool = False  # local files: play at real-time pace instead of as fast as possible
     skip_nonref: bool = True  # let the decoder drop frames no other frame references when sampling sparsely
+    skip_nonkey: bool = True  # decode keyframes only, while they come at least as often as frames are sampled
+    decoder_threads: int | None = None  # None: 1 for live inputs (streams run in parallel), FFmpeg's choice for files
 
 
 @dataclass
 class SourceMetrics:
+    received: int = 0  # frames (packets) in from the input, decoded or not
     decoded: int = 0  # frames out of the decoder
     sampled: int = 0  # frames kept by the sampler
     dropped: int = 0  # kept frames replaced by a newer one before the consumer took them
@@ -55,7 +60,8 @@ class SourceMetrics:
     def rates(self) -> dict:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return {
-            "input_fps": round(self.decoded / elapsed, 2),
+            "input_fps": round((self.received or self.decoded) / elapsed, 2),
+            "decoded_fps": round(self.decoded / elapsed, 2),
             "sampled_fps": round(self.sampled / elapsed, 2),
             "dropped": self.dropped,
             "reconnects": self.reconnects,
@@ -107,7 +113,10 @@ class AVSource:
         self.url, self.stream, self.options = url, stream, options
         self.on_status = on_status or (lambda event: None)
         self.kind = source_kind(url)
+        # live: frames come at the pace of the world, so wall-clock gaps check pts (Timeline). A live input
+        # that closes is reconnected; files (also at real-time pace) and VOD playlists end at their end.
         self.live = self.kind in ("rtsp", "rtsp-listen", "device", "hls") or (self.kind == "file" and options.realtime)
+        self.reconnects = self.kind in ("rtsp", "rtsp-listen", "device", "hls")
         self.metrics = SourceMetrics()
         self.timeline = Timeline(live=self.live)
         self.state = "idle"
@@ -119,6 +128,8 @@ class AVSource:
         self._ended = False
         self._error: str | None = None
         self._stop = threading.Event()
+        self._taken = threading.Event()  # the slot is free: files wait for it (backpressure), live inputs don't
+        self._taken.set()
         self._watchdog: asyncio.Task | None = None
         self._attempt = 0
 
@@ -134,11 +145,15 @@ class AVSource:
             self._ready.clear()
             await self._ready.wait()
         frame, self._latest = self._latest, None
+        if not self.live:
+            self._last_frame = time.monotonic()  # the reader waited for us; its next frame is due from now
+        self._taken.set()
         return frame
 
     def stop(self) -> None:
         """Stop reading; readers blocked in I/O are abandoned and end by their own timeouts."""
         self._stop.set()
+        self._taken.set()
         self._generation += 1
         if self._watchdog:
             self._watchdog.cancel()
@@ -160,7 +175,9 @@ class AVSource:
         while not self._ended:
             await asyncio.sleep(min(0.25, self.options.stall_timeout / 4))
             limit = self.options.stall_timeout if self.state == "live" else self.options.open_timeout + self.options.stall_timeout
-            if self.state in ("live", "connecting") and time.monotonic() - self._last_frame > limit:
+            # Waiting for a pusher, or a frame waiting for the consumer: the input is not what is late.
+            waiting = (self.kind == "rtsp-listen" and self.state == "connecting") or self._latest is not None
+            if self.state in ("live", "connecting") and not waiting and time.monotonic() - self._last_frame > limit:
                 self._set_state("stalled", seconds=round(time.monotonic() - self._last_frame, 1))
                 await self._reconnect("no frames")
 
@@ -202,41 +219,78 @@ class AVSource:
                 self.metrics.dropped += 1
             self._latest = frame
             self._ready.set()
-        elif self.live or (error is not None and self.kind not in ("file",)):
+        elif self.reconnects or (error is not None and self.kind not in ("file",)):
             self._loop.create_task(self._reconnect(error or "input closed"))
         else:
             self._finish(error)
 
-    def _read(self, generation: int) -> None:
-        post = self._loop.call_soon_threadsafe
+    def _post(self, *args) -> None:
+        """Hand something to the loop; an abandoned reader may outlive it (then there is no one to tell)."""
         try:
-            container = av.open(self._target(), format=self._format(), options=self._av_options(),
-                                timeout=(self.options.open_timeout, self.options.stall_timeout))
+            self._loop.call_soon_threadsafe(*args)
+        except RuntimeError:  # the event loop is closed
+            pass
+
+    def _open(self, generation: int):
+        """The opened container, or None when stopped or abandoned while waiting for a pusher."""
+        open_timeout = self.options.open_timeout
+        if self.kind == "rtsp-listen":
+            open_timeout += self._listen_slice()  # the wait for a pusher, then its handshake
+        while True:
+            try:
+                return av.open(self._target(), format=self._format(), options=self._av_options(),
+                               timeout=(open_timeout, self._io_timeout()))
+            except (av.error.TimeoutError, av.error.ExitError):
+                # Listen mode waits for a pusher in slices, so that stop() is noticed; no pusher is no error.
+                if self.kind != "rtsp-listen":
+                    raise
+                if self._stop.is_set() or generation != self._generation:
+                    return None
+
+    def _read(self, generation: int) -> None:
+        post = self._post
+        try:
+            container = self._open(generation)
         except (av.error.FFmpegError, OSError) as e:
             post(self._deliver, generation, None, f"cannot open: {_reason(e)}")
+            return
+        if container is None:
             return
         error = None
         try:
             if not container.streams.video:
                 error = "no video stream"
                 return
+            if self.kind == "hls" and container.duration is not None:
+                # A VOD playlist (it has an end): played like a file, it ends instead of reconnecting.
+                self.reconnects = self.live = self.timeline.live = False
             stream = container.streams.video[0]
-            stream.codec_context.thread_type = "AUTO"
-            if self.options.skip_nonref and self.options.fps < 10:
-                stream.codec_context.skip_frame = "NONREF"
+            ctx = stream.codec_context
+            threads = self.options.decoder_threads
+            if threads is None:
+                threads = 1 if self.live else 0
+            ctx.thread_count = threads
+            if threads != 1:
+                ctx.thread_type = "AUTO"
+            skip = SkipPolicy(self.options)
+            ctx.skip_frame = skip.decoder_mode
             sampler = Sampler(self.options.fps)
             paced_from = None
-            for frame in container.decode(stream):
-                if self._stop.is_set() or generation != self._generation:
-                    return
-                wall = time.time()
-                pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+            for frame in self._decode(container, stream, skip, generation):
+                time_base = frame.time_base or stream.time_base  # frames drained from the decoder carry none
+                pts = float(frame.pts * time_base) if frame.pts is not None and time_base else None
                 if self.options.realtime and pts is not None:
                     paced_from = paced_from if paced_from is not None else time.monotonic() - pts
                     time.sleep(max(0.0, paced_from + pts - time.monotonic()))
+                wall = time.time()  # after pacing: a paced frame is "decoded" when its time comes
                 self.metrics.decoded += 1
                 t = self.timeline.map(pts, wall)
                 if sampler.accept(t):
+                    if not self.live:  # a file as fast as possible: as fast as the consumer takes frames, none dropped
+                        while not self._taken.wait(0.1):
+                            if self._stop.is_set() or generation != self._generation:
+                                return
+                        self._taken.clear()
                     self.metrics.sampled += 1
                     post(self._deliver, generation, Frame(t, to_rgb(frame, self.options.short_side), wall), None)
         except av.error.FFmpegError as e:
@@ -244,6 +298,37 @@ class AVSource:
         finally:
             container.close()
             post(self._deliver, generation, None, error)
+
+    def _decode(self, container, stream, skip: SkipPolicy, generation: int):
+        """Decoded frames; packets the skip policy rules out do not reach the decoder. A keyframe decoded
+        alone is drained at once (the decoder would otherwise hold it back for B-frame reordering: a
+        keyframe interval per reordered frame, seconds of latency) and the decoder reset for the next one."""
+        for packet in container.demux(stream):
+            if self._stop.is_set() or generation != self._generation:
+                return
+            self.metrics.received += packet.size > 0
+            action = skip.packet(packet)
+            if action == SkipPolicy.SKIP:
+                continue
+            if action == SkipPolicy.REPLAY:  # the held keyframe (delivered already) and what followed it
+                held = skip.take_held()
+                after = held[0].pts if held else None
+                frames = [f for p in held + [packet] for f in p.decode()]
+                frames = [f for f in frames if after is None or f.pts is None or f.pts > after]
+            else:
+                frames = packet.decode()
+            if action == SkipPolicy.ALONE:
+                frames += stream.decode(None)
+                stream.codec_context.flush_buffers()
+            yield from frames
+
+    def _io_timeout(self) -> float:
+        """FFmpeg's own read timeouts are a backstop that frees abandoned readers; the watchdog, which
+        fires at stall_timeout, is what notices a silent input (and says `stalled`)."""
+        return 2 * self.options.stall_timeout
+
+    def _listen_slice(self) -> int:
+        return max(1, int(self.options.open_timeout))
 
     def _target(self) -> str:
         if self.kind == "rtsp-listen":
@@ -255,13 +340,78 @@ class AVSource:
 
     def _av_options(self) -> dict[str, str]:
         if self.kind == "rtsp":
-            return {"rtsp_transport": self.options.transport, "timeout": str(int(self.options.stall_timeout * 1e6))}
+            return {"rtsp_transport": self.options.transport, "timeout": str(int(self._io_timeout() * 1e6))}
         if self.kind == "rtsp-listen":
-            # FFmpeg's RTSP server mode: an encoder (ffmpeg -f rtsp) pushes to us.
-            return {"rtsp_flags": "listen", "timeout": str(int(self.options.open_timeout))}
+            # FFmpeg's RTSP server mode: an encoder (ffmpeg -f rtsp) pushes to us. listen_timeout must be
+            # positive: its default (-1, wait forever) fails with "Numerical result out of range" (FFmpeg 7).
+            return {"rtsp_flags": "listen", "listen_timeout": str(self._listen_slice())}
         if self.kind in ("http", "hls"):
-            return {"reconnect": "1", "rw_timeout": str(int(self.options.stall_timeout * 1e6))}
+            return {"reconnect": "1", "rw_timeout": str(int(self._io_timeout() * 1e6))}
         return {}
+
+
+class SkipPolicy:
+    """Which frames the decoder may skip unseen, from the sampling rate and the keyframes seen so far.
+
+    Sampling sparsely (below 10 fps), frames that no other frame references are skipped by the decoder
+    (NONREF). When keyframes come at least as often as frames are sampled (cameras often send one a
+    second), only keyframes are decoded (NONKEY): the other packets never reach the decoder, a quarter
+    of NONREF's decoding work. The packets skipped since the last keyframe are held (a keyframe interval
+    of compressed video), so when keyframes turn out sparser than sampling needs, decoding goes back to
+    NONREF by replaying them and no sampled frame is lost. That makes NONKEY safe to assume from the
+    start (a connection starts at a keyframe anyway), so many streams starting at once do not all pay
+    for full decoding while the keyframe interval is learnt; after a fall back it must be seen again
+    (WINDOW gaps). benchmarks/decode.py measures what each mode costs.
+    """
+
+    SLACK = 1.1  # keyframe gaps up to 10% over the sampling interval still qualify
+    WINDOW = 3  # keyframe gaps that must qualify before switching to NONKEY
+    MAX_HELD = 1000  # packets: a bound on the held ones should packets come without timestamps
+    DECODE, SKIP, ALONE, REPLAY = "decode", "skip", "alone", "replay"  # what to do with a packet
+
+    def __init__(self, options: SourceOptions):
+        self.interval = 1.0 / options.fps
+        self.nonkey_allowed = options.skip_nonkey and options.fps < 10
+        self.decoder_mode = "NONREF" if options.skip_nonref and options.fps < 10 else "DEFAULT"  # the decoder's skip_frame
+        self.mode = "NONKEY" if self.nonkey_allowed else self.decoder_mode  # NONKEY applies to packets
+        self.first: float | None = None  # media time of the first packet
+        self.last_key: float | None = None
+        self.gaps: list[float] = []
+        self.held: list = []  # in NONKEY mode: the last keyframe's packet and the packets skipped since
+
+    def packet(self, packet) -> str:
+        """DECODE it, SKIP it (held, not decoded), decode it ALONE (a keyframe in NONKEY mode), or
+        REPLAY the held packets before it (back to decoding everything)."""
+        if not self.nonkey_allowed:
+            return self.DECODE
+        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
+        if self.first is None:
+            self.first = t
+        limit = self.interval * self.SLACK
+        if not packet.is_keyframe:
+            if self.mode != "NONKEY":
+                return self.DECODE
+            since = self.last_key if self.last_key is not None else self.first
+            if (t is not None and since is not None and t - since > limit) or len(self.held) >= self.MAX_HELD:
+                self.mode, self.gaps = self.decoder_mode, []  # keyframes are sparser than sampling (or absent)
+                return self.REPLAY
+            if self.held:  # (before the first keyframe there is nothing to decode from)
+                self.held.append(packet)
+            return self.SKIP
+        if t is not None and self.last_key is not None:
+            gap = t - self.last_key
+            self.gaps = (self.gaps + [gap])[-self.WINDOW :] if gap > 0 else []  # pts went back: start over
+        self.last_key = t if t is not None else self.last_key
+        if self.mode != "NONKEY" and len(self.gaps) == self.WINDOW and max(self.gaps) <= limit:
+            self.mode = "NONKEY"
+        if self.mode == "NONKEY":
+            self.held = [packet]
+            return self.ALONE
+        return self.DECODE
+
+    def take_held(self) -> list:
+        held, self.held = self.held, []
+        return held
 
 
 def source_kind(url: str) -> str:

@@ -44,16 +44,23 @@ class BatchedEncoder:
         self.frames = 0
         self.busy_seconds = 0.0
 
-    async def encode(self, image: np.ndarray) -> np.ndarray:
+    def start(self) -> None:
+        """Start serving (on the running loop), warming the model up first; idempotent."""
         if self._task is None:
             self._pending = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def encode(self, image: np.ndarray) -> np.ndarray:
+        self.start()
         future = asyncio.get_running_loop().create_future()
         await self._pending.put((image, future))
         return await future
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
+        # The first forward pass on the encoder thread is slow (thread pools, allocations): pay for it
+        # while the streams connect, not with their first frames.
+        await loop.run_in_executor(self._executor, self._warm_up)
         while True:
             batch = [await self._pending.get()]
             deadline = loop.time() + self.max_wait
@@ -77,6 +84,13 @@ class BatchedEncoder:
                 if not future.done():
                     future.set_result(embedding)
 
+    def _warm_up(self) -> None:
+        size = getattr(self.encoder, "image_size", 224)
+        try:
+            self.encoder.encode_frames([np.zeros((size, size, 3), np.uint8)] * 2)
+        except Exception as e:  # noqa: BLE001 - the real batches will report it
+            log.warning("encoder warm-up failed: %s", e)
+
     def metrics(self) -> dict:
         return {
             "batches": self.batches,
@@ -97,6 +111,7 @@ class StreamMetrics:
     latency: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))  # decoded -> scored, events out
     scored: int = 0
     events: int = 0
+    failed: int = 0  # frames whose encoder batch failed
 
 
 class StreamRunner:
@@ -113,7 +128,12 @@ class StreamRunner:
                     frame = await self.source.recv()
                 except SourceEnded:
                     return
-                embedding = await self.encoder.encode(frame.image)
+                try:
+                    embedding = await self.encoder.encode(frame.image)
+                except Exception as e:  # noqa: BLE001 - a failed batch costs its frames, not the stream
+                    log.warning("stream=%s frame at %.3f s not encoded: %s", self.name, frame.t, e)
+                    self.metrics.failed += 1
+                    continue
                 self.metrics.encoder_lag.append(time.time() - frame.wall)
                 events = self.highlighter.push_embeddings([frame.t], embedding[None])
                 self.metrics.latency.append(time.time() - frame.wall)
@@ -174,6 +194,7 @@ class Runtime:
         source = source or AVSource(url, name, self.source_options, on_status=self.emit)
         highlighter = Highlighter(self.encoder.encoder, self.scorer, queries or self.queries, self.segmenter, stream=name)
         runner = StreamRunner(name, source, highlighter, self.encoder, self.emit)
+        self.encoder.start()
         self.runners[name] = runner
         self._tasks[name] = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{name}")
         return runner

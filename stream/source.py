@@ -129,7 +129,7 @@ class Sampler:
         tolerance = min(gap / 2, self.interval / 4)
         if t < self.next - tolerance - 1e-9:
             return False
-        while self.next <= t + tolerance:  # skip grid points inside gaps in the source
+        while self.next <= t + tolerance + 1e-9:  # skip grid points inside gaps in the source (a tie counts once)
             self.next += self.interval
         return True
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from cliplive.stream import shots as shot_tools
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.files import atomic_path
 from cliplive.stream.segmenter import SegmenterConfig
-from cliplive.stream.source import FileSource, MediaError, prefetch, sample
+from cliplive.stream.source import FileSource, Frame, MediaError, prefetch, sample
 
 Progress = Callable[[float], None]
 PSEUDO_QUERY_TEMPLATE = "a photo of a {}."
@@ -94,25 +94,33 @@ def encode_video(
         info = source.info
         if info.fps and fps > info.fps:
             fps = info.fps
-        times: list[float] = []
-        chunks: list[np.ndarray] = []
-        batch = []
-        for frame in prefetch(sample(source, fps, encoder.image_size)):
-            batch.append(frame)
-            if len(batch) == batch_size:
-                chunks.append(encoder.encode_frames([f.image for f in batch]))
-                times.extend(f.t for f in batch)
-                batch = []
-                if progress and info.duration:
-                    progress(min(times[-1] / info.duration, 1.0))
-        if batch:
+        times, embeddings = encode_sampled(sample(source, fps, encoder.image_size), encoder, batch_size, progress, info.duration)
+    if not len(times):
+        raise MediaError(f"no video frames in {video} (zero-length or unreadable video)")
+    return times, embeddings, info
+
+
+def encode_sampled(
+    frames: Iterable[Frame], encoder: Encoder, batch_size: int = 16, progress: Progress | None = None, duration: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sampled frames -> their times (n,) and embeddings (n, D), encoded in batches while a thread decodes."""
+    times: list[float] = []
+    chunks: list[np.ndarray] = []
+    batch: list[Frame] = []
+    for frame in prefetch(frames):
+        batch.append(frame)
+        if len(batch) == batch_size:
             chunks.append(encoder.encode_frames([f.image for f in batch]))
             times.extend(f.t for f in batch)
-    if not times:
-        raise MediaError(f"no video frames in {video} (zero-length or unreadable video)")
-    if progress:
+            batch = []
+            if progress and duration:
+                progress(min(times[-1] / duration, 1.0))
+    if batch:
+        chunks.append(encoder.encode_frames([f.image for f in batch]))
+        times.extend(f.t for f in batch)
+    if progress and times:
         progress(1.0)
-    return np.asarray(times), np.concatenate(chunks), info
+    return np.asarray(times), np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
 
 
 def derive_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> Queries:

@@ -1,0 +1,172 @@
+"""The protocol table of a scorer on stored features: F1, Kendall's tau and Spearman's rho per split and
+their mean, at one or more lookaheads, and the online detection delay where relevant moments are known.
+
+Lookahead means what it means to the online segmenter (stream/segmenter.py): with lookahead L seconds,
+the decision about the frame at t may use frames up to t + L. The scorer is the causal one in every row
+(its score for t sees frames up to t); what changes is how much of the future the decisions may wait for.
+
+- L finite: each video's frame scores are pushed, in order, through the online segmenter in budget mode
+  (15% of the time) with lookahead L, exactly as a live stream is: it averages the normalised scores
+  over [t - L, t + L] and opens and closes segments with hysteresis. The machine summary is its segments.
+  Tau and rho rank the scores averaged over [t - L, t + L] (the segmenter's running normalisation is an
+  affine map and is left out). Delay: per relevant moment, seconds from its start to the segmenter's
+  first `new` event about it (`protocol.detection_delays`).
+- unlimited: the whole video is known: the published offline protocol (KTS shots, shot score = mean frame
+  probability, 0/1 knapsack at 15%), so this row compares with the literature's numbers. Tau and rho rank
+  the raw scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from cliplive.models import protocol
+from cliplive.models.dataset import Dataset, VideoRecord, video_queries
+from cliplive.models.scorer import CausalScorer
+from cliplive.stream.segmenter import EPS, OnlineSegmenter, SegmenterConfig, probability
+
+UNLIMITED = math.inf
+
+
+@dataclass
+class VideoResult:
+    f1: float
+    tau: float  # nan where the video has no annotator scores
+    rho: float
+    delays: list[float | None]  # per relevant moment (online rows of videos whose moments are known)
+
+
+@dataclass
+class Row:
+    split: int | str  # a split index, or "mean"
+    lookahead: float  # seconds; math.inf = unlimited
+    f1: float
+    tau: float
+    rho: float
+    delay: float | None  # median seconds from a relevant moment's start to its first `new` event (mean row: mean of medians)
+    detected: float | None  # fraction of relevant moments that got one
+
+    def to_dict(self) -> dict:
+        row = asdict(self)
+        row["lookahead"] = "unlimited" if math.isinf(self.lookahead) else self.lookahead
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+@torch.no_grad()
+def frame_scores(scorer: CausalScorer, video: VideoRecord, queries: str = "auto") -> np.ndarray:
+    """The scorer's aggregate logit for each sampled frame (one causal pass)."""
+    out = scorer(torch.from_numpy(video.features), torch.from_numpy(video_queries(video, queries)))
+    return out.score.numpy().astype(np.float64)
+
+
+def window_mean(scores: np.ndarray, times: np.ndarray, lookahead: float) -> np.ndarray:
+    """Each frame's mean score over [t - L, t + L], the segmenter's smoothing."""
+    if lookahead <= 0:
+        return scores
+    lo = np.searchsorted(times, times - lookahead - EPS, side="left")
+    hi = np.searchsorted(times, times + lookahead + EPS, side="right")
+    cumulative = np.concatenate([[0.0], np.cumsum(scores)])
+    return (cumulative[hi] - cumulative[lo]) / (hi - lo)
+
+
+def online_summary(
+    scores: np.ndarray, times: np.ndarray, duration: float, lookahead: float, budget: float = protocol.BUDGET
+) -> tuple[np.ndarray, list[protocol.Detection]]:
+    """Run the online segmenter over one video's scores: (kept mask over the frames, its detections)."""
+    segmenter = OnlineSegmenter(["summary"], SegmenterConfig(budget=budget, lookahead=lookahead))
+    announced = []  # (emitted_at, event)
+    for t, score in zip(times, scores):
+        announced += [(t, e) for e in segmenter.push(t, np.array([score])) if e.type == "new"]
+    announced += [(duration, e) for e in segmenter.close(duration) if e.type == "new"]
+    segments = segmenter.segments
+    ends = {s.id: s.end for s in segments}
+    keep = np.zeros(len(times), dtype=bool)
+    for s in segments:
+        keep |= (times >= s.start) & (times < s.end)
+    return keep, [protocol.Detection(t, e.start, 0, ends.get(e.id)) for t, e in announced]
+
+
+def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str) -> VideoResult:
+    """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead."""
+    if video.user_summary is None:
+        raise ValueError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
+    times = video.times
+    if math.isinf(lookahead):
+        summary = protocol.machine_summary(protocol.upsample(probability(scores), video.picks, video.n_frames), video.change_points)
+        ranked, delays = scores, []
+    else:
+        keep, detections = online_summary(scores, times, video.n_frames / video.fps, lookahead)
+        summary = protocol.upsample(keep, video.picks, video.n_frames) > 0
+        ranked = window_mean(scores, times, lookahead)
+        windows = video.relevant_windows if video.relevant_windows is not None else []
+        delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)
+    f1 = protocol.summary_f1(summary, video.user_summary, mode)
+    if video.user_scores is None:
+        tau = rho = math.nan
+    else:
+        tau, rho = protocol.rank_correlation(protocol.upsample(ranked, video.picks, video.n_frames), video.user_scores)
+    return VideoResult(f1, tau, rho, delays)
+
+
+def evaluate(
+    dataset: Dataset,
+    splits: Sequence[dict],
+    scorer_for_split: Callable[[int], CausalScorer],
+    lookaheads: Sequence[float] = (UNLIMITED,),
+    mode: str | None = None,
+    queries: str = "auto",
+    split_indices: Sequence[int] | None = None,
+) -> list[Row]:
+    """Rows per (lookahead, split) over each split's test videos, then a "mean" row per lookahead."""
+    mode = mode or dataset.info.f1_mode
+    indices = list(range(len(splits))) if split_indices is None else list(split_indices)
+    rows = []
+    for index in indices:
+        scorer = scorer_for_split(index)
+        videos = dataset.select(splits[index]["test_keys"])
+        logits = [frame_scores(scorer, v, queries) for v in videos]
+        for lookahead in lookaheads:
+            rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode) for s, v in zip(logits, videos)]))
+    for lookahead in lookaheads:
+        mine = [r for r in rows if r.lookahead == lookahead]
+        found = [r.detected for r in mine if r.detected is not None]
+        delays = [r.delay for r in mine if r.delay is not None]
+        rows.append(
+            Row("mean", lookahead, *(float(np.mean([getattr(r, k) for r in mine])) for k in ("f1", "tau", "rho")),
+                float(np.mean(delays)) if delays else None, float(np.mean(found)) if found else None)
+        )
+    return rows
+
+
+def _row(split: int, lookahead: float, results: list[VideoResult]) -> Row:
+    delays = [d for r in results for d in r.delays]
+    found = [d for d in delays if d is not None]
+    return Row(
+        split,
+        lookahead,
+        float(np.mean([r.f1 for r in results])),
+        float(np.mean([r.tau for r in results])),
+        float(np.mean([r.rho for r in results])),
+        float(np.median(found)) if found else None,
+        len(found) / len(delays) if delays else None,
+    )
+
+
+def format_lookahead(seconds: float) -> str:
+    return "unlimited" if math.isinf(seconds) else f"{seconds:g} s"
+
+
+def format_table(rows: Sequence[Row], title: str) -> str:
+    """The table as text: F1 in percent, tau and rho, and the online delay where known."""
+    lines = [title, f"{'lookahead':>10}  {'split':>5}  {'F1':>5}  {'tau':>6}  {'rho':>6}  {'delay':>7}  {'detected':>8}"]
+    for r in sorted(rows, key=lambda r: (r.lookahead, r.split == "mean")):
+        delay = "-" if r.delay is None else f"{r.delay:.1f} s"
+        detected = "-" if r.detected is None else f"{100 * r.detected:.0f}%"
+        correlation = "      -       -" if math.isnan(r.tau) else f"{r.tau:6.3f}  {r.rho:6.3f}"
+        lines.append(f"{format_lookahead(r.lookahead):>10}  {r.split!s:>5}  {100 * r.f1:5.1f}  {correlation}  {delay:>7}  {detected:>8}")
+    return "\n".join(lines)

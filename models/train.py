@@ -1,0 +1,209 @@
+"""Training the causal scorer on stored features (the encoder stays frozen), with CLIP-It's objectives.
+
+Per video, with s the aggregate score logits, p = sigmoid(s) the soft selection and x the frame features:
+- importance: binary cross-entropy of s, and of the best-matching query's relevance logit, against the
+  target: gtscore rescaled to [0, 1] per video, or binary labels (the top `budget` of gtscore). Training
+  the relevance too matters: the online segmenter decides from it.
+- diversity (CLIP-It's L_div): the mean cosine similarity between selected frames, weighted by p_i p_j;
+  low when the summary's frames differ.
+- reconstruction (CLIP-It's L_recon): squared distance between the p-weighted mean frame and the video's
+  mean frame; the summary should stand for the video.
+  CLIP-It computes both on the transformer's outputs; the scorer exposes logits only, so they are
+  computed on its inputs, the frozen encoder's features, which live in the same space.
+- distillation (optional): a bidirectional teacher (same architecture, attending `window` frames on
+  both sides) is trained first with the same objectives; the causal student then also matches the
+  teacher's probabilities, learning to anticipate what only the future reveals.
+
+Training starts from the zero-shot scorer (residual heads zero), so it learns corrections to calibrated
+cosine scoring. One video per step, in an order drawn from the seed; torch runs deterministically. A
+held-out share of the training videos gives the validation loss and F1 (the offline protocol) after every
+epoch. Training stops after `patience` epochs without a better validation loss and keeps the best epoch's
+weights: the loss, not the F1, decides, since F1 on a few held-out videos jumps whenever one shot flips.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cliplive.models import protocol
+from cliplive.models.dataset import Dataset, VideoRecord, video_queries
+from cliplive.models.evaluate import UNLIMITED, frame_scores, score_video
+from cliplive.models.scorer import CausalScorer, ScorerConfig
+
+TARGETS = ("gtscore", "binary")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    patience: int = 10  # epochs without a better validation loss before stopping
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    target: str = "gtscore"  # or "binary"
+    importance: float = 1.0  # loss weights
+    diversity: float = 0.05
+    reconstruction: float = 0.05
+    distill: float = 0.0  # > 0: train a bidirectional teacher first and distil it into the student
+    validation: float = 0.2  # share of the training videos held out for early stopping
+    queries: str = "auto"  # see dataset.video_queries
+    layers: int = 2  # scorer architecture
+    heads: int = 8
+    window: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {self.target!r}")
+        if min(self.importance, self.diversity, self.reconstruction, self.distill) < 0:
+            raise ValueError("loss weights must not be negative")
+        if not 0 <= self.validation < 1:
+            raise ValueError("validation share must be in [0, 1)")
+
+
+class BidirectionalScorer(CausalScorer):
+    """The distillation teacher: each frame attends to the `window` frames on either side of it."""
+
+    def _visible(self, distance: torch.Tensor) -> torch.Tensor:
+        return distance.abs() < self.config.window
+
+
+@dataclass
+class Example:
+    video: VideoRecord
+    frames: torch.Tensor  # (T, D)
+    queries: torch.Tensor  # (Q, D)
+    target: torch.Tensor  # (T,) in [0, 1]
+    pos_weight: torch.Tensor  # weight of positives in the importance loss (balances binary labels)
+    teacher: torch.Tensor | None = None  # (T,) teacher probabilities, when distilling
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    validation_loss: float
+    validation_f1: float
+
+
+@dataclass
+class TrainResult:
+    scorer: CausalScorer  # with the kept epoch's weights, in eval mode
+    history: list[EpochLog]
+    best: EpochLog  # the epoch whose weights were kept
+
+
+Log = Callable[[str], None]
+
+
+def train(
+    dataset: Dataset, keys: Sequence[str], config: TrainConfig = TrainConfig(), log: Log | None = None
+) -> TrainResult:
+    """Train the causal student on the videos `keys`, holding `config.validation` of them out."""
+    log = log or (lambda line: print(line, file=sys.stderr))
+    torch.manual_seed(config.seed)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(dataset, keys, config, log)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log) -> TrainResult:
+    examples = [_example(v, config) for v in dataset.select(keys)]
+    if len(examples) < 2 and config.validation > 0:
+        raise ValueError("training needs at least 2 videos (one is held out for validation)")
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(examples))
+    n_val = max(1, round(config.validation * len(examples))) if config.validation > 0 else 0
+    validation, training = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
+    scale, bias = dataset.info.calibration
+    scorer_config = ScorerConfig(dataset.dim, config.heads, config.layers, config.window, logit_scale=scale, logit_bias=bias)
+    mode = dataset.info.f1_mode
+    if config.distill > 0:
+        teacher = _fit(BidirectionalScorer(scorer_config), training, validation, config, mode, rng, log, "teacher").scorer
+        with torch.no_grad():
+            for example in training + validation:
+                example.teacher = torch.sigmoid(teacher(example.frames, example.queries).score)
+    student = CausalScorer(scorer_config)  # untrained: the zero-shot scorer
+    return _fit(student, training, validation, config, mode, rng, log, "student")
+
+
+def _example(video: VideoRecord, config: TrainConfig) -> Example:
+    if video.gtscore is None:
+        raise ValueError(f"video {video.name} has no gtscore to train on: extract with --annotations")
+    score = np.asarray(video.gtscore, dtype=np.float64)
+    if config.target == "binary":
+        target = (score >= np.quantile(score, 1 - protocol.BUDGET)).astype(np.float64)
+        positives = max(target.sum(), 1.0)
+        pos_weight = (len(target) - positives) / positives
+    else:
+        spread = np.ptp(score)
+        target = (score - score.min()) / spread if spread > 0 else np.full_like(score, 0.5)
+        pos_weight = 1.0
+    return Example(
+        video,
+        torch.from_numpy(video.features),
+        torch.from_numpy(video_queries(video, config.queries)),
+        torch.from_numpy(target.astype(np.float32)),
+        torch.tensor(pos_weight, dtype=torch.float32),
+    )
+
+
+def _fit(model, training, validation, config, mode, rng, log, label) -> TrainResult:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: list[EpochLog] = []
+    best, best_state, stale = EpochLog(0, np.nan, np.inf, np.nan), copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        losses = []
+        for i in rng.permutation(len(training)):
+            loss = objective(model, training[i], config)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(np.mean([objective(model, e, config).item() for e in validation])) if validation else np.nan
+        val_f1 = float(np.mean([score_video(frame_scores(model, e.video, config.queries), e.video, UNLIMITED, mode).f1
+                                for e in validation])) if validation else np.nan
+        history.append(EpochLog(epoch, float(np.mean(losses)), val_loss, val_f1))
+        log(f"{label} epoch {epoch}: train loss {np.mean(losses):.4f}, validation loss {val_loss:.4f}, F1 {100 * val_f1:.1f}")
+        if not validation or val_loss < best.validation_loss:
+            best, best_state, stale = history[-1], copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log(f"{label}: no better validation loss for {config.patience} epochs, stopping")
+                break
+    model.load_state_dict(best_state)
+    return TrainResult(model.eval(), history, best)
+
+
+def objective(model: CausalScorer, example: Example, config: TrainConfig) -> torch.Tensor:
+    """The weighted sum of the losses on one video (see the module docstring)."""
+    out = model(example.frames, example.queries)
+    best_relevance = out.relevance.max(dim=-1).values
+    importance = sum(
+        F.binary_cross_entropy_with_logits(logits, example.target, pos_weight=example.pos_weight)
+        for logits in (out.score, best_relevance)
+    )
+    selection = torch.sigmoid(out.score)
+    x = example.frames
+    pair = selection[:, None] * selection[None, :] * (1 - torch.eye(len(x)))
+    diversity = (pair * (x @ x.T)).sum() / pair.sum().clamp(min=1e-8)
+    summary = (selection @ x) / selection.sum().clamp(min=1e-8)
+    reconstruction = (summary - x.mean(dim=0)).pow(2).sum()
+    loss = config.importance * importance + config.diversity * diversity + config.reconstruction * reconstruction
+    if example.teacher is not None:
+        distill = sum(F.binary_cross_entropy_with_logits(logits, example.teacher) for logits in (out.score, best_relevance))
+        loss = loss + config.distill * distill
+    return loss

@@ -1,0 +1,204 @@
+"""The research commands: `cliplive extract`, `synthetic`, `train` and `evaluate`.
+
+extract (or synthetic) writes features in the community h5 layout, train fits the causal scorer on
+them, evaluate prints the protocol table. Bad input raises ValueError / MediaError, which the CLI
+reports as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict
+
+SPLITS = 5  # random 80/20 train/test splits, as the literature evaluates
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from cliplive.models.dataset import QUERY_SOURCES, SyntheticConfig
+    from cliplive.models.train import TARGETS, TrainConfig
+    from cliplive.server.cli import add_query_options, non_negative_float, positive_float
+
+    e = commands.add_parser("extract", help="features of videos in the community h5 layout, for train and evaluate")
+    e.add_argument("videos", nargs="+", metavar="VIDEO")
+    e.add_argument("--out", required=True, help="the features file to write (.h5)")
+    add_query_options(e)
+    e.add_argument("--encoder", choices=("clip", "conse"), default="clip", help="clip (default) or conse (offline fallback)")
+    e.add_argument("--model", default="ViT-B-32", help="open_clip model name or config .json (default ViT-B-32)")
+    e.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or local checkpoint path; 'random' only for tests")
+    e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="CLIP compute precision")
+    sampling = e.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=int, help="sample every N-th frame (default 15, the TVSum/SumMe protocol)")
+    sampling.add_argument("--fps", type=positive_float, help="sample this many frames per second instead")
+    e.add_argument("--annotations", help="TVSum's ydata-tvsum50-anno.tsv or SumMe's GT folder: joined by video file name")
+    e.add_argument("--splits", help="also write 5 random 80/20 train/test splits of the videos here (JSON; 5 videos or more)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random splits")
+    e.set_defaults(run=run_extract)
+
+    s = commands.add_parser("synthetic", help="the synthetic benchmark: embeddings with known relevant stretches, no downloads")
+    s.add_argument("--out", required=True, help="the features file to write (.h5)")
+    s.add_argument("--splits", help="also write 5 random 80/20 train/test splits here (JSON)")
+    s.add_argument("--videos", type=int, default=SyntheticConfig.videos)
+    s.add_argument("--steps", type=int, default=SyntheticConfig.steps, help="sampled frames per video (2 per second)")
+    s.add_argument("--dim", type=int, default=SyntheticConfig.dim, help="embedding size")
+    s.add_argument("--seed", type=int, default=SyntheticConfig.seed)
+    s.set_defaults(run=run_synthetic)
+
+    t = commands.add_parser("train", help="train the causal scorer on extracted features")
+    t.add_argument("--data", required=True, help="features file (extract or synthetic)")
+    t.add_argument("--split", help="splits JSON; train on one split's train_keys (default: all videos)")
+    t.add_argument("--split-index", type=int, default=0, help="which split (default 0)")
+    t.add_argument("--out", required=True, help="the scorer checkpoint to write")
+    t.add_argument("--queries", choices=QUERY_SOURCES, default=TrainConfig.queries,
+                   help="query tokens: stored (extract's), centroid (each video's mean frame: for files without queries), auto")
+    t.add_argument("--target", choices=TARGETS, default=TrainConfig.target, help="importance target: gtscore or binary top-15%% labels")
+    t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    t.add_argument("--patience", type=int, default=TrainConfig.patience, help="epochs without a better validation loss before stopping")
+    t.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
+    t.add_argument("--importance", type=non_negative_float, default=TrainConfig.importance, help="importance loss weight")
+    t.add_argument("--diversity", type=non_negative_float, default=TrainConfig.diversity, help="diversity loss weight")
+    t.add_argument("--reconstruction", type=non_negative_float, default=TrainConfig.reconstruction, help="reconstruction loss weight")
+    t.add_argument("--distill", type=non_negative_float, default=TrainConfig.distill,
+                   help="weight of distilling a bidirectional teacher (default 0: no teacher)")
+    t.add_argument("--layers", type=int, default=TrainConfig.layers)
+    t.add_argument("--window", type=int, default=TrainConfig.window, help="frames each frame attends to (default 32)")
+    t.add_argument("--seed", type=int, default=TrainConfig.seed)
+    t.set_defaults(run=run_train)
+
+    v = commands.add_parser("evaluate", help="the protocol table: F1, Kendall's tau, Spearman's rho per split")
+    v.add_argument("--data", required=True, help="features file with annotations")
+    v.add_argument("--split", required=True, help="splits JSON (list of {train_keys, test_keys})")
+    v.add_argument("--split-index", type=int, action="append", help="evaluate only this split (repeatable; default all)")
+    v.add_argument("--checkpoint", help="trained scorer; '{split}' in the path is replaced by the split index "
+                                        "(one checkpoint per split). Default: the zero-shot scorer")
+    v.add_argument("--lookahead", type=lookahead, action="append",
+                   help="seconds the decisions may wait for, or 'unlimited' (the offline protocol, default); repeatable")
+    v.add_argument("--mode", choices=("avg", "max"), help="F1 over annotators: avg (TVSum) or max (SumMe); default from the file")
+    v.add_argument("--queries", choices=QUERY_SOURCES, default="auto", help="query tokens, as in train")
+    v.add_argument("--json", help="write the table as JSON here ('-' for stdout instead of the text table)")
+    v.set_defaults(run=run_evaluate)
+
+
+def lookahead(text: str) -> float:
+    if text.lower() in ("unlimited", "inf"):
+        return math.inf
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'unlimited', got {text}")
+    return value
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from cliplive.models.dataset import make_splits, read_annotations, write_h5, write_splits
+    from cliplive.server.cli import check_writable, make_encoder
+    from cliplive.server.progress import progress_bar
+    from cliplive.stream.engine import Queries
+    from cliplive.stream.extract import PROTOCOL_EVERY, Sampling, extract
+    from cliplive.stream.source import FileSource
+
+    # Everything the user can get wrong is checked before a model loads.
+    for out in (args.out, args.splits):
+        if out:
+            check_writable(out)
+    if args.splits and len(args.videos) < SPLITS:
+        raise ValueError(f"--splits makes {SPLITS} train/test splits: it needs at least {SPLITS} videos")
+    sampling = Sampling(every=None, fps=args.fps) if args.fps else Sampling(every=args.every or PROTOCOL_EVERY)
+    for video in args.videos:
+        with FileSource(video):
+            pass
+    if args.annotations:
+        read_annotations(args.annotations)
+    encoder = make_encoder(args)
+    queries = Queries.build(encoder, args.query, args.query_image) if args.query or args.query_image else None
+    with progress_bar("extracting") as bar:
+        progress = (lambda i, fraction: bar((i + fraction) / len(args.videos))) if bar else None
+        data = extract(args.videos, encoder, sampling, queries, args.annotations, progress)
+    write_h5(args.out, data)
+    print(f"features: {args.out} ({len(data.videos)} videos, {data.dim}-d, encoder {data.info.encoder})", file=sys.stderr)
+    if args.splits:
+        write_splits(args.splits, make_splits(list(data.videos), SPLITS, seed=args.seed))
+    return 0
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    from cliplive.models.dataset import SyntheticConfig, make_splits, synthetic_benchmark, write_h5, write_splits
+    from cliplive.server.cli import check_writable
+
+    for out in (args.out, args.splits):
+        if out:
+            check_writable(out)
+    if min(args.videos, args.steps, args.dim) < 2:
+        raise ValueError("--videos, --steps and --dim must be at least 2")
+    data = synthetic_benchmark(SyntheticConfig(videos=args.videos, steps=args.steps, dim=args.dim, seed=args.seed))
+    write_h5(args.out, data)
+    if args.splits:
+        write_splits(args.splits, make_splits(list(data.videos), SPLITS, seed=args.seed))
+    print(f"synthetic benchmark: {args.out} ({args.videos} videos x {args.steps} steps, {args.dim}-d)", file=sys.stderr)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cliplive.models import scorer as scorer_lib
+    from cliplive.models.dataset import read_h5, read_splits
+    from cliplive.models.train import TrainConfig, train
+    from cliplive.server.cli import check_writable
+
+    check_writable(args.out)
+    data = read_h5(args.data)
+    keys = list(data.videos)
+    if args.split:
+        keys = _split(read_splits(args.split), args.split_index)["train_keys"]
+    config = TrainConfig(
+        epochs=args.epochs, patience=args.patience, lr=args.lr, target=args.target, importance=args.importance,
+        diversity=args.diversity, reconstruction=args.reconstruction, distill=args.distill, queries=args.queries,
+        layers=args.layers, window=args.window, seed=args.seed,
+    )
+    result = train(data, keys, config)
+    best = result.best
+    training = {"data": args.data, "split": args.split, "split_index": args.split_index if args.split else None,
+                "config": asdict(config), "best_epoch": best.epoch, "validation_f1": best.validation_f1}
+    scorer_lib.save(result.scorer, args.out, encoder_name=data.info.encoder, extra={"training": training})
+    print(f"scorer: {args.out} (epoch {best.epoch}, validation F1 {100 * best.validation_f1:.1f})", file=sys.stderr)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cliplive.models import scorer as scorer_lib
+    from cliplive.models.dataset import read_h5, read_splits
+    from cliplive.models.evaluate import UNLIMITED, evaluate, format_table
+
+    if args.json and args.json != "-":
+        from cliplive.server.cli import check_writable
+
+        check_writable(args.json)
+    data = read_h5(args.data)
+    splits = read_splits(args.split)
+    indices = args.split_index or list(range(len(splits)))
+    for index in indices:
+        _split(splits, index)
+
+    def scorer_for(index: int):
+        if not args.checkpoint:
+            return scorer_lib.zero_shot(data.dim, data.info.calibration)
+        return scorer_lib.load(args.checkpoint.replace("{split}", str(index)), encoder_name=data.info.encoder, dim=data.dim)
+
+    rows = evaluate(data, splits, scorer_for, args.lookahead or [UNLIMITED], args.mode, args.queries, indices)
+    mode = args.mode or data.info.f1_mode
+    name = args.checkpoint or "zero-shot"
+    report = {"data": args.data, "scorer": name, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
+    if args.json == "-":
+        print(json.dumps(report))
+        return 0
+    print(format_table(rows, f"{args.data}: scorer {name}, F1 ({mode} over annotators) in %"))
+    if args.json:
+        from cliplive.stream.summarize import write_json
+
+        write_json(report, args.json)
+    return 0
+
+
+def _split(splits: list[dict], index: int) -> dict:
+    if not 0 <= index < len(splits):
+        raise ValueError(f"split index {index} out of range: the splits file has {len(splits)}")
+    return splits[index]

@@ -1,0 +1,121 @@
+"""The evaluation protocols on hand-worked cases (the expected numbers are worked out in the comments)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cliplive.models import protocol
+from cliplive.models.protocol import Detection, Moment
+
+
+def test_upsample_gives_each_frame_the_last_pick_at_or_before_it():
+    np.testing.assert_array_equal(protocol.upsample([1, 2, 3], [0, 3, 6], 8), [1, 1, 1, 2, 2, 2, 3, 3])
+    # Frames before the first pick take its score.
+    np.testing.assert_array_equal(protocol.upsample([4, 5], [2, 5], 7), [4, 4, 4, 4, 4, 5, 5])
+
+
+def test_change_points_are_inclusive_frame_ranges():
+    np.testing.assert_array_equal(protocol.shot_bounds_from_change_points([[0, 2], [3, 7]]), [[0, 3], [3, 8]])
+
+
+def test_overlap_f1():
+    # Overlap 1 frame: precision 1/2, recall 1/2 -> F1 1/2.
+    assert protocol.overlap_f1([1, 1, 0, 0], [0, 1, 1, 0]) == pytest.approx(0.5)
+    # Precision 1/4, recall 1 -> F1 2 * 0.25 / 1.25 = 0.4.
+    assert protocol.overlap_f1([1, 1, 1, 1], [1, 0, 0, 0]) == pytest.approx(0.4)
+    assert protocol.overlap_f1([1, 0, 0], [0, 1, 0]) == 0.0
+    assert protocol.overlap_f1([0, 0, 0], [0, 1, 0]) == 0.0
+
+
+def test_summary_f1_averages_for_tvsum_and_takes_the_best_annotator_for_summe():
+    users = np.array([[0, 1, 1, 0], [1, 1, 0, 0]])
+    # Against user 0: F1 0.5 (as above); against user 1: identical, 1.0.
+    assert protocol.summary_f1([1, 1, 0, 0], users, "avg") == pytest.approx(0.75)
+    assert protocol.summary_f1([1, 1, 0, 0], users, "max") == pytest.approx(1.0)
+    # Shorter machine summaries are padded with unselected frames, longer ones cut.
+    assert protocol.summary_f1([1, 1, 0], users, "avg") == pytest.approx(0.75)
+    assert protocol.summary_f1([1, 1, 0, 0, 1], users, "avg") == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="F1 mode"):
+        protocol.summary_f1([1], [[1]], "mean")
+
+
+def test_evaluate_summary_from_scores_at_picks_to_f1():
+    # 10 frames sampled every 2nd: frame scores .1 .1 .9 .9 .2 .2 .3 .3 .8 .8.
+    # Shots [0,1] [2,3] [4,6] [7,9]: means .1, .9, (.2+.2+.3)/3 = .233, (.3+.8+.8)/3 = .633, lengths 2 2 3 3.
+    # Budget 40% = 4 frames: shots {0, 1} (value 1.0) beat shot 1 alone (.9) and shot 3 alone (.633),
+    # so the knapsack takes the weak shot 0 to fill the budget: frames 0-3.
+    scores, picks = [0.1, 0.9, 0.2, 0.3, 0.8], [0, 2, 4, 6, 8]
+    change_points = [[0, 1], [2, 3], [4, 6], [7, 9]]
+    users = np.array([[1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]])
+    summary = protocol.machine_summary(protocol.upsample(scores, picks, 10), change_points, budget=0.4)
+    np.testing.assert_array_equal(np.flatnonzero(summary), [0, 1, 2, 3])
+    # User 0: F1 1. User 1: overlap 2 frames, precision 2/4, recall 2/5 -> F1 2 * .5 * .4 / .9 = 4/9.
+    assert protocol.evaluate_summary(scores, picks, 10, change_points, users, "avg", 0.4) == pytest.approx((1 + 4 / 9) / 2)
+    assert protocol.evaluate_summary(scores, picks, 10, change_points, users, "max", 0.4) == pytest.approx(1.0)
+
+
+def test_rank_correlation_averages_kendall_and_spearman_over_annotators():
+    # [1,2,3,4] vs [1,2,4,3]: 5 concordant pairs, 1 discordant -> tau 4/6; rank differences 0,0,1,1 ->
+    # rho = 1 - 6 * 2 / (4 * 15) = 0.8. Against the reversed ranking both are -1.
+    tau, rho = protocol.rank_correlation(np.array([1, 2, 3, 4]), np.array([[1, 2, 4, 3]]))
+    assert (tau, rho) == pytest.approx((4 / 6, 0.8))
+    tau, rho = protocol.rank_correlation(np.array([1, 2, 3, 4]), np.array([[1, 2, 4, 3], [4, 3, 2, 1]]))
+    assert (tau, rho) == pytest.approx(((4 / 6 - 1) / 2, (0.8 - 1) / 2))
+    # Ties: tau-b. [1,1,2] vs [1,2,3]: 2 concordant, 0 discordant, one pair tied in the prediction ->
+    # 2 / sqrt((3 - 1) * 3).
+    assert protocol.rank_correlation(np.array([1, 1, 2]), np.array([[1, 2, 3]]))[0] == pytest.approx(2 / np.sqrt(6))
+    # A constant prediction ranks nothing.
+    assert protocol.rank_correlation(np.zeros(4), np.array([[1, 2, 3, 4]])) == (0.0, 0.0)
+
+
+def test_qvhighlights_saliency_covers_every_two_second_clip():
+    # 9 s -> int(9 / 2) = 4 clips; clips 1 and 2 annotated.
+    full = protocol.qvhighlights_saliency(9.0, [1, 2], [[4, 2, 3], [1, 0, 4]])
+    np.testing.assert_array_equal(full, [[0, 0, 0], [4, 2, 3], [1, 0, 4], [0, 0, 0]])
+
+
+SALIENCY = np.array([[4, 2, 3], [1, 0, 4], [0, 0, 0]])
+
+
+def test_hit_at_1_asks_whether_any_annotator_rates_the_top_clip_very_good():
+    predictions = [
+        np.array([0.2, 0.9, 0.1]),  # top clip 1: annotator 2 gave 4 -> hit
+        np.array([0.9, 0.1, 0.2]),  # top clip 0: annotator 0 gave 4 -> hit
+        np.array([0.1, 0.2, 0.9]),  # top clip 2: all 0 -> miss
+        np.array([0.1, 0.2, 0.3, 0.9]),  # top clip 3 is beyond the video -> miss
+    ]
+    assert protocol.hit_at_1(predictions, [SALIENCY] * 4) == pytest.approx(0.5)
+    # At threshold 3 ("Good") clip 0's 4 and clip 1's 4 still count; clip 2 still does not.
+    assert protocol.hit_at_1(predictions[:3], [SALIENCY] * 3, threshold=3) == pytest.approx(2 / 3)
+
+
+def test_average_precision_interpolates_and_groups_ties():
+    # Ranked labels 1 0 1 0: precision 1 at the first hit, 2/3 at the second -> (1 + 2/3) / 2.
+    assert protocol.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(5 / 6)
+    # Ranked 0 1 1: precisions 1/2 and 2/3; interpolated, the first becomes 2/3 (better at higher recall).
+    assert protocol.average_precision([0, 1, 1], [0.9, 0.8, 0.7]) == pytest.approx(2 / 3)
+    # Clips 0 and 1 tie: one threshold recalling 1 of 2 at precision 1/2, then 2 of 2 at 2/3; interpolated 2/3, 2/3.
+    assert protocol.average_precision([1, 0, 1], [0.5, 0.5, 0.1]) == pytest.approx(2 / 3)
+    assert protocol.average_precision([0, 0], [0.1, 0.2]) == 0.0
+    assert protocol.average_precision([1, 1], [0.1, 0.2]) == 1.0
+
+
+def test_highlight_map_averages_annotators_and_queries():
+    # Scores rank clips 1, 0, 2. Annotator 0 (positive: clip 0) -> AP 1/2; annotator 1 (none) -> 0;
+    # annotator 2 (positive: clip 1) -> 1. Mean 0.5. Too short predictions are padded with 0.
+    assert protocol.highlight_map([np.array([0.2, 0.9, 0.1])], [SALIENCY]) == pytest.approx(0.5)
+    assert protocol.highlight_map([np.array([0.2, 0.9])], [SALIENCY]) == pytest.approx(0.5)
+    assert protocol.highlight_map([np.array([0.2, 0.9, 0.1])] * 2, [SALIENCY, SALIENCY[[1, 0, 2]]]) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_detection_delays_from_moment_start_to_first_overlapping_new_event():
+    moments = [Moment(10, 20, 0), Moment(30, 40, 0), Moment(50, 60, 1)]
+    detections = [
+        Detection(emitted_at=9, start=8),  # [8, 9] ends before moment 0: not about it
+        Detection(emitted_at=15, start=11),
+        Detection(emitted_at=12.5, start=11),  # the first about moment 0: 2.5 s after it began
+        Detection(emitted_at=29, start=25, end=35),  # announced before moment 1, lasts into it: no delay
+        Detection(emitted_at=52, start=50, query_index=0),  # moment 2 is query 1's: missed
+    ]
+    assert protocol.detection_delays(moments, detections) == [2.5, 0.0, None]
