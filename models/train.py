@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,7 @@ class TrainConfig:
     heads: int = 8
     window: int = 32
     seed: int = 0
+    threads: int = 1  # intra-op threads: the scorer's matrices are small, so one is fastest, and runs match anywhere
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -65,6 +67,8 @@ class TrainConfig:
             raise ValueError("loss weights must not be negative")
         if not 0 <= self.validation < 1:
             raise ValueError("validation share must be in [0, 1)")
+        if min(self.epochs, self.threads) < 1:
+            raise ValueError("epochs and threads must be at least 1")
 
 
 class BidirectionalScorer(CausalScorer):
@@ -107,13 +111,23 @@ def train(
 ) -> TrainResult:
     """Train the causal student on the videos `keys`, holding `config.validation` of them out."""
     log = log or (lambda line: print(line, file=sys.stderr))
-    torch.manual_seed(config.seed)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _reproducible(config):
         return _train(dataset, keys, config, log)
+
+
+@contextmanager
+def _reproducible(config: TrainConfig) -> Iterator[None]:
+    """Seeded, deterministic kernels and a fixed thread count (CPU reductions split across threads round
+    differently); the process's settings come back afterwards."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(config.threads)
+    try:
+        yield
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
 
 def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log) -> TrainResult:

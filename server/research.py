@@ -64,6 +64,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--layers", type=int, default=TrainConfig.layers)
     t.add_argument("--window", type=int, default=TrainConfig.window, help="frames each frame attends to (default 32)")
     t.add_argument("--seed", type=int, default=TrainConfig.seed)
+    t.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default 1: fastest for the small scorer)")
     t.set_defaults(run=run_train)
 
     v = commands.add_parser("evaluate", help="the protocol table: F1, Kendall's tau, Spearman's rho per split")
@@ -152,7 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, patience=args.patience, lr=args.lr, target=args.target, importance=args.importance,
         diversity=args.diversity, reconstruction=args.reconstruction, distill=args.distill, queries=args.queries,
-        layers=args.layers, window=args.window, seed=args.seed,
+        layers=args.layers, window=args.window, seed=args.seed, threads=args.threads,
     )
     result = train(data, keys, config)
     best = result.best

@@ -3,7 +3,6 @@ real (generated) video whose features, annotations and trained checkpoint go all
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import h5py
@@ -14,24 +13,13 @@ import torch
 from conftest import ffmpeg
 from cliplive.models import dataset as ds
 from cliplive.models import scorer as scorer_lib
-from cliplive.server import research
-from cliplive.server.errors import describe
+from cliplive.server.cli import main
 from cliplive.stream.summarize import SummaryRequest, summarize
 
 
 def cliplive(*argv: str) -> int:
-    """The research commands as `cliplive` runs them (errors become exit statuses, as in cli.main)."""
-    parser = argparse.ArgumentParser(prog="cliplive")
-    research.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except Exception as e:  # noqa: BLE001
-        message, status = describe(e)
-        if status is None:
-            raise
-        print(f"cliplive: error: {message}")
-        return status
+    """The `cliplive` command, in this process (the models load once)."""
+    return main(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +73,8 @@ def test_bad_research_input_is_one_line_and_status_2(benchmark, tmp_path, capsys
     assert cliplive("evaluate", "--data", data, "--split", splits, "--split-index", "7") == 2
     assert cliplive("extract", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "f.h5")) == 2
     assert cliplive("extract", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "f.h5"), "--splits", str(tmp_path / "s.json")) == 2
-    out = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[2].strip() for line in out] == [
+    errors = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[2].strip() for line in errors] == [
         "features file not found", "split index 7 out of range", "no such file", "--splits makes 5 train/test splits"]
     assert not (tmp_path / "f.h5").exists()
 

@@ -18,7 +18,7 @@ class FileFactory(GstRtspServer.RTSPMediaFactory):
     def __init__(self, path: str):
         super().__init__()
         self.path = path
-        self.set_shared(True)
+        self.set_shared(False)  # one pipeline per client: shared media hits a GStreamer assertion (gst_rtsp_media_get_rates) when a second client joins
 
     def do_create_element(self, url):
         return Gst.parse_launch(
