@@ -106,6 +106,48 @@ class Timeline:
 StatusCallback = Callable[[StatusEvent], None]
 
 
+class NewestFrame:
+    """The newest frame not yet taken, and the end of the stream, between a producer and one consumer.
+
+    A newer frame replaces one never taken (the producer counts it as dropped): a slow consumer always
+    gets a fresh frame, so latency cannot grow and memory is one frame per stream."""
+
+    def __init__(self):
+        self._frame = None
+        self._ready = asyncio.Event()
+        self.ended = False
+        self.error: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self._frame is not None
+
+    def put(self, frame) -> bool:
+        """Offer a frame; True when it replaced one never taken."""
+        replaced = self._frame is not None
+        self._frame = frame
+        self._ready.set()
+        return replaced
+
+    def end(self, error: str | None) -> bool:
+        """End the stream after any frame still waiting; True if this call ended it."""
+        if self.ended:
+            return False
+        self.ended, self.error = True, error
+        self._ready.set()
+        return True
+
+    async def take(self):
+        """The waiting frame, or wait for one; raises SourceEnded at the end."""
+        while self._frame is None:
+            if self.ended:
+                raise SourceEnded(self.error or "ended")
+            self._ready.clear()
+            await self._ready.wait()
+        frame, self._frame = self._frame, None
+        return frame
+
+
 class AVSource:
     """RTSP(S) cameras (pull, or listen for a push), HTTP(S) files and HLS, V4L2 devices and local files."""
 
@@ -121,12 +163,9 @@ class AVSource:
         self.timeline = Timeline(live=self.live)
         self.state = "idle"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._latest: Frame | None = None
-        self._ready = asyncio.Event()
+        self._newest = NewestFrame()
         self._generation = 0  # readers of older generations are abandoned: their frames are ignored
         self._last_frame = time.monotonic()
-        self._ended = False
-        self._error: str | None = None
         self._stop = threading.Event()
         self._taken = threading.Event()  # the slot is free: files wait for it (backpressure), live inputs don't
         self._taken.set()
@@ -139,12 +178,7 @@ class AVSource:
         """The newest sampled frame not yet taken; waits for one. Raises SourceEnded at the end."""
         if self._loop is None:
             self._start()
-        while self._latest is None:
-            if self._ended:
-                raise SourceEnded(self._error or "ended")
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._latest = self._latest, None
+        frame = await self._newest.take()
         if not self.live:
             self._last_frame = time.monotonic()  # the reader waited for us; its next frame is due from now
         self._taken.set()
@@ -172,11 +206,11 @@ class AVSource:
 
     async def _watch(self) -> None:
         """Notice stalls ourselves: a silent camera must never hang a stream."""
-        while not self._ended:
+        while not self._newest.ended:
             await asyncio.sleep(min(0.25, self.options.stall_timeout / 4))
             limit = self.options.stall_timeout if self.state == "live" else self.options.open_timeout + self.options.stall_timeout
             # Waiting for a pusher, or a frame waiting for the consumer: the input is not what is late.
-            waiting = (self.kind == "rtsp-listen" and self.state == "connecting") or self._latest is not None
+            waiting = (self.kind == "rtsp-listen" and self.state == "connecting") or self._newest.full
             if self.state in ("live", "connecting") and not waiting and time.monotonic() - self._last_frame > limit:
                 self._set_state("stalled", seconds=round(time.monotonic() - self._last_frame, 1))
                 await self._reconnect("no frames")
@@ -188,7 +222,7 @@ class AVSource:
         self.metrics.reconnects += 1
         self._set_state("reconnecting", reason=reason, attempt=self._attempt, delay=round(delay, 2))
         await asyncio.sleep(delay)
-        if not self._ended:
+        if not self._newest.ended:
             self.timeline.reset()
             self._connect()
 
@@ -198,27 +232,22 @@ class AVSource:
         self.on_status(StatusEvent(stream=self.stream, state=state, detail=detail))
 
     def _finish(self, error: str | None) -> None:
-        if self._ended:
-            return
-        self._ended, self._error = True, error
-        self._set_state("ended", **({"error": error} if error else {}))
-        self._ready.set()
+        if self._newest.end(error):
+            self._set_state("ended", **({"error": error} if error else {}))
 
     # --- reader side (thread) -----------------------------------------------------------------
 
     def _deliver(self, generation: int, frame: Frame | None, error: str | None) -> None:
         """On the loop: accept a reader's frame, or its end (None) with an error when it failed."""
-        if generation != self._generation or self._ended:
+        if generation != self._generation or self._newest.ended:
             return
         if frame is not None:
             self._last_frame = time.monotonic()
             if self.state != "live":
                 self._attempt = 0
                 self._set_state("live")
-            if self._latest is not None:
+            if self._newest.put(frame):
                 self.metrics.dropped += 1
-            self._latest = frame
-            self._ready.set()
         elif self.reconnects or (error is not None and self.kind not in ("file",)):
             self._loop.create_task(self._reconnect(error or "input closed"))
         else:

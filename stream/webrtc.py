@@ -25,7 +25,7 @@ import time
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from cliplive.stream.events import StatusEvent
-from cliplive.stream.live import SourceEnded, SourceMetrics, SourceOptions, StatusCallback, Timeline
+from cliplive.stream.live import NewestFrame, SourceMetrics, SourceOptions, StatusCallback, Timeline
 from cliplive.stream.source import Frame, Sampler, to_rgb
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ class WebRTCSource:
         self.timeline = Timeline(live=True)
         self.sampler = Sampler(options.fps)
         self.state = "idle"
-        self._latest: tuple[float, float, object] | None = None  # (media time, wall time, av.VideoFrame)
-        self._ready = asyncio.Event()
-        self._ended = False
-        self._error: str | None = None
+        self._newest = NewestFrame()  # of (media time, wall time, av.VideoFrame)
         self._pump: asyncio.Task | None = None
         try:  # start draining at once when built on the loop (e.g. in pc.on("track")), else at first recv()
             asyncio.get_running_loop()
@@ -63,12 +60,7 @@ class WebRTCSource:
         """The newest sampled frame not yet taken; waits for one. Raises SourceEnded at the end."""
         if self._pump is None:
             self._start()
-        while self._latest is None:
-            if self._ended:
-                raise SourceEnded(self._error or "ended")
-            self._ready.clear()
-            await self._ready.wait()
-        (t, wall, frame), self._latest = self._latest, None
+        t, wall, frame = await self._newest.take()
         image = await asyncio.to_thread(to_rgb, frame, self.options.short_side)
         return Frame(t, image, wall)
 
@@ -97,10 +89,8 @@ class WebRTCSource:
                 t = self.timeline.map(pts, wall)
                 if self.sampler.accept(t):
                     self.metrics.sampled += 1
-                    if self._latest is not None:
+                    if self._newest.put((t, wall, frame)):
                         self.metrics.dropped += 1
-                    self._latest = (t, wall, frame)
-                    self._ready.set()
         except MediaStreamError:
             pass  # the track ended: the remote peer left or the connection closed
         except Exception as e:  # noqa: BLE001 - a broken track ends the stream, it must not kill the runtime
@@ -109,11 +99,8 @@ class WebRTCSource:
         self._finish(error)
 
     def _finish(self, error: str | None) -> None:
-        if self._ended:
-            return
-        self._ended, self._error = True, error
-        self._set_state("ended", **({"error": error} if error else {}))
-        self._ready.set()
+        if self._newest.end(error):
+            self._set_state("ended", **({"error": error} if error else {}))
 
     def _set_state(self, state: str, **detail) -> None:
         self.state = state

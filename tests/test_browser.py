@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_service import free_port
+from peers import free_port
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the real binary (/usr/bin/chromium is a wrapper script)
 TOKEN = "browser-test-token-0123456789"

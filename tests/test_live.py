@@ -12,11 +12,8 @@ import functools
 import gc
 import http.server
 import json
-import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import ffmpeg
+from peers import RtspServer, free_port, require_rtsp_server
 from cliplive.stream.engine import Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent, load_schema
 from cliplive.stream.live import AVSource, SourceEnded, SourceOptions, Timeline, source_kind
@@ -35,8 +33,6 @@ from cliplive.stream.runtime import Runtime
 from cliplive.stream.segmenter import SegmenterConfig
 from cliplive.stream.source import Frame
 
-RTSP_SERVER = Path(__file__).parent / "tools" / "rtsp_server.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 # Relative to the stream's own statistics, so random tiny-CLIP similarities open and close segments.
 SENSITIVE = SegmenterConfig(prior_weight=1.0, open_threshold=0.5, close_threshold=0.0, min_length=0.5, merge_gap=0.25)
 
@@ -44,57 +40,9 @@ SENSITIVE = SegmenterConfig(prior_weight=1.0, open_threshold=0.5, close_threshol
 # --- peers -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RtspServer:
-    """tests/tools/rtsp_server.py under the system Python: GStreamer's RTSP server on loopback."""
-
-    def __init__(self, video: Path, port: int | None = None, mounts: tuple[str, ...] = ("/cam",)):
-        self.video, self.port, self.mounts = video, port or free_port(), mounts
-        self.proc: subprocess.Popen | None = None
-
-    def url(self, mount: str = "/cam") -> str:
-        return f"rtsp://127.0.0.1:{self.port}{mount}"
-
-    def start(self) -> RtspServer:
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), str(self.video), *self.mounts],
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline() if ready else ""
-        if line.strip() != "ready":
-            self.kill()
-            pytest.fail(f"the RTSP server did not start (printed {line!r}): run .ci/setup --test")
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def __enter__(self) -> RtspServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-        self.kill()
-
-
 @pytest.fixture(scope="module")
 def rtsp_ready():
-    """Fail with what to do when the GStreamer RTSP server or ffmpeg is missing (.ci/setup --test installs them)."""
-    check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    if not Path(SYSTEM_PYTHON).exists() or subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True).returncode:
-        pytest.fail("GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is missing: run .ci/setup --test")
-    if not shutil.which("ffmpeg"):
-        pytest.fail("ffmpeg is missing: run .ci/setup --test")
+    require_rtsp_server()
 
 
 class HttpServer:
@@ -605,13 +553,6 @@ def test_watch_bad_source_is_one_line_and_exit_2():
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In a server child: the kernel kills it if the test process dies without cleaning up (PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 
 
 def _highlights(events) -> list[HighlightEvent]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ffmpeg, ffprobe_json
+from peers import RtspServer, free_port, require_rtsp_server
 from cliplive.server.app import create_app
 from cliplive.server.bus import EventBus
 from cliplive.server.config import Config, ConfigError, load_config
@@ -38,14 +37,6 @@ TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Relative to the stream's own statistics, so random tiny-CLIP similarities open and close segments.
 SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25}
-RTSP_SERVER = Path(__file__).parent / "tools" / "rtsp_server.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -343,19 +334,10 @@ async def test_rtsp_clip_from_the_packet_buffer_and_a_dead_source_hurts_no_one(m
 
 @pytest.fixture
 def rtsp_server(scenes):
-    """tests/tools/rtsp_server.py (GStreamer under the system Python) serving `scenes` at real-time pace."""
-    check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    if not Path(SYSTEM_PYTHON).exists() or subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True).returncode:
-        pytest.fail("GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is missing: run .ci/setup --test")
-    port = free_port()
-    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(port), str(scenes), "/cam"], stdout=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        assert ready and proc.stdout.readline().strip() == "ready", "the RTSP server did not start"
-        yield f"rtsp://127.0.0.1:{port}/cam"
-    finally:
-        proc.kill()
-        proc.wait(10)
+    """GStreamer's RTSP server serving `scenes` at real-time pace."""
+    require_rtsp_server()
+    with RtspServer(scenes) as server:
+        yield server.url()
 
 
 # --- live events -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from peers import free_port
 from cliplive.server.sinks import MqttSink, WebhookSink, sign, verify_signature
 from cliplive.stream.events import HighlightEvent, StatusEvent, metrics_event
 
@@ -31,12 +32,6 @@ def highlight(type_: str, event_id: int, stream: str = "cam1", segment: str = "s
 
 def status(state: str, event_id: int, stream: str = "cam1") -> dict:
     return {**StatusEvent(stream, state).to_dict(), "event_id": event_id}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
