@@ -27,9 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,12 +34,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from media import camera_720p  # noqa: E402
+from peers import RtspServer  # noqa: E402
 
 from cliplive.stream.events import HighlightEvent, StatusEvent  # noqa: E402
 from cliplive.stream.live import AVSource, SourceOptions  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ["a person riding a bicycle", "a rabbit in a meadow", "a crowd of people in a street"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -84,33 +82,7 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def die_with_parent() -> None:
-    """In the child: the kernel kills it when this process dies, however it dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-
-
-def start_server(video: Path, streams: int) -> tuple[subprocess.Popen, list[str]]:
-    port = free_port()
-    mounts = [f"/cam{i}" for i in range(streams)]
-    server = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "tools" / "rtsp_server.py"), str(port), str(video), *mounts],
-                              stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
-    ready, _, _ = select.select([server.stdout], [], [], 30)
-    if not ready or server.stdout.readline().strip() != "ready":
-        server.kill()
-        sys.exit("the GStreamer RTSP server did not start: run .ci/setup --test (it installs it)")
-    return server, [f"rtsp://127.0.0.1:{port}{m}" for m in mounts]
-
-
-async def run(args: argparse.Namespace, server: subprocess.Popen, urls: list[str]) -> dict:
+async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> dict:
     from cliplive.models.encoder import create_encoder
     from cliplive.stream.engine import Queries
     from cliplive.stream.runtime import Runtime
@@ -138,7 +110,7 @@ async def run(args: argparse.Namespace, server: subprocess.Popen, urls: list[str
     started = time.monotonic()
     await asyncio.sleep(args.warmup)
     warm = {
-        "wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.pid), "rss": rss_mb(),
+        "wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.proc.pid), "rss": rss_mb(),
         "machine_cpu": machine_cpu_seconds(),
         "scored": {n: r.metrics.scored for n, r in runtime.runners.items()},
         "dropped": sum(s.metrics.dropped for s in sources),
@@ -147,7 +119,7 @@ async def run(args: argparse.Namespace, server: subprocess.Popen, urls: list[str
     while time.monotonic() - started < args.seconds:
         await asyncio.sleep(min(10.0, args.seconds - (time.monotonic() - started)))
         rss_trace.append(round(rss_mb(), 1))
-    end = {"wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.pid), "rss": rss_mb(),
+    end = {"wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.proc.pid), "rss": rss_mb(),
            "machine_cpu": machine_cpu_seconds()}
     metrics = runtime.metrics()
 
@@ -212,11 +184,9 @@ def main() -> None:
 
     video = args.video or camera_720p(max(150, int(args.seconds) + 40))
     load_before = os.getloadavg()[0]
-    server, urls = start_server(video, args.streams)
-    try:
-        result = asyncio.run(run(args, server, urls))
-    finally:
-        server.kill()
+    mounts = tuple(f"/cam{i}" for i in range(args.streams))
+    with RtspServer(video, mounts=mounts) as server:
+        result = asyncio.run(run(args, server, [server.url(m) for m in mounts]))
     result = {**result, "skip": args.skip, "decoder_threads": args.decoder_threads, "torch_threads": args.torch_threads,
               "max_batch": args.max_batch, "seconds": args.seconds, "warmup_s": args.warmup, "fps": args.fps, "model": f"{args.model} (random weights)",
               "video": "1280x720 25 fps H.264 (benchmarks/media.py)", "cpus": os.cpu_count(), "load_before": round(load_before, 2)}

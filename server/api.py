@@ -13,10 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from cliplive.server.bus import Subscription
-from cliplive.server.config import STREAM_NAME, Sentence, StreamSpec, StrictModel
+from cliplive.server.config import STREAM_NAME, QuerySet, StreamSpec
 from cliplive.server.service import ClipUnavailable, LiveStream, NotFound, Service, StreamExists
 from cliplive.server.store import HighlightRow, StoredEvent
 
@@ -90,17 +90,6 @@ class StreamInfo(BaseModel):
                    metrics=StreamMetrics.model_validate(snapshot))
 
 
-class QueriesUpdate(StrictModel):
-    sentences: list[Sentence] = Field(default_factory=list, max_length=64)
-    images: list[str] = Field(default_factory=list, max_length=16)
-
-    @model_validator(mode="after")
-    def _has_queries(self) -> QueriesUpdate:
-        if not self.sentences and not self.images:
-            raise ValueError("give at least one sentence or reference image")
-        return self
-
-
 class Highlight(BaseModel):
     id: int
     stream: str
@@ -155,7 +144,7 @@ async def get_stream(name: str, service: ServiceDep) -> StreamInfo:
 
 
 @router.patch("/streams/{name}", response_model=StreamInfo, tags=["streams"])
-async def update_stream(name: str, update: QueriesUpdate, service: ServiceDep) -> StreamInfo:
+async def update_stream(name: str, update: QuerySet, service: ServiceDep) -> StreamInfo:
     """Replace the sentences (and reference images) of a running stream; it keeps running. Open highlights end."""
     with client_errors():
         return StreamInfo.of(await service.update_queries(name, update.sentences, update.images))

@@ -51,8 +51,8 @@ class EventBus:
         self.subscribers: set[Subscription] = set()
         self.dropped = 0  # subscribers dropped for being too slow
 
-    def subscribe(self, name: str, size: int | None = None) -> Subscription:
-        subscription = Subscription(self, name, size or self.queue_size)
+    def subscribe(self, name: str) -> Subscription:
+        subscription = Subscription(self, name, self.queue_size)
         self.subscribers.add(subscription)
         return subscription
 

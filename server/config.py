@@ -42,21 +42,26 @@ class SourceSettings(StrictModel):
     realtime: bool = True  # local files play at real-time pace, as a camera would
 
 
-class StreamSpec(StrictModel):
+class QuerySet(StrictModel):
+    """What to look for: sentences, reference images, or both."""
+
+    sentences: list[Sentence] = Field(default_factory=list, max_length=64)
+    images: list[str] = Field(default_factory=list, max_length=16, description="reference images: paths on the server")
+
+    @model_validator(mode="after")
+    def _has_queries(self) -> QuerySet:
+        if not self.sentences and not self.images:
+            raise ValueError("give at least one sentence or reference image")
+        return self
+
+
+class StreamSpec(QuerySet):
     """One stream: where its video comes from and what to look for in it."""
 
     name: str = Field(pattern=STREAM_NAME, description="unique; letters, digits, '_', '.', '-'")
     source: str = Field(min_length=1, max_length=2048, description="rtsp://, rtsps://, http(s)://, .m3u8; local paths if allowed")
-    sentences: list[Sentence] = Field(default_factory=list, max_length=64)
-    images: list[str] = Field(default_factory=list, max_length=16, description="reference images: paths on the server")
     fps: float = Field(2.0, gt=0, le=30, description="frames sampled per second")
     options: SourceSettings = Field(default_factory=SourceSettings)
-
-    @model_validator(mode="after")
-    def _has_queries(self) -> StreamSpec:
-        if not self.sentences and not self.images:
-            raise ValueError("give at least one sentence or reference image")
-        return self
 
 
 class ServerSettings(StrictModel):

@@ -15,7 +15,6 @@ template for remuxing, and a dropped connection is freed once its last packet le
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -26,7 +25,7 @@ import av
 
 from cliplive.stream.clips import ClipWriteError
 from cliplive.stream.files import atomic_path
-from cliplive.stream.live import SourceOptions
+from cliplive.stream.live import SourceOptions, av_options, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,6 @@ class PacketRecorder:
         with self._lock:
             self._gops.clear()
 
-    @property
-    def buffered_seconds(self) -> float:
-        with self._lock:
-            return self._gops[-1][-1].wall - self._gops[0][0].wall if self._gops else 0.0
-
     def clip(self, wall_start: float, wall_end: float, out: Path) -> float:
         """Write the buffered video of [wall_start, wall_end] (Unix time) to the mp4 `out`; its duration in seconds."""
         with self._lock:
@@ -87,13 +81,13 @@ class PacketRecorder:
         attempt = 0
         while not self._stop.is_set():
             try:
-                container = av.open(self.url, options=_open_options(self.kind, self.options),
+                container = av.open(self.url, options=av_options(self.kind, self.options, self.options.stall_timeout),
                                     timeout=(self.options.open_timeout, self.options.stall_timeout))
                 if self._record(container):
                     attempt = 0
             except (av.error.FFmpegError, OSError) as e:
                 log.info("recorder %s: %s", self.name, e)
-            delay = min(self.options.backoff_max, self.options.backoff_initial * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = backoff_delay(attempt, self.options.backoff_initial, self.options.backoff_max)
             attempt += 1
             self._stop.wait(delay)
 
@@ -140,9 +134,3 @@ def _remux(packets: list[av.Packet], out: str) -> float:
             container.mux(copy)
             last_dts = copy.dts
     return float((last_dts or 0) * packets[0].time_base)
-
-
-def _open_options(kind: str, options: SourceOptions) -> dict[str, str]:
-    if kind == "rtsp":
-        return {"rtsp_transport": options.transport, "timeout": str(int(options.stall_timeout * 1e6))}
-    return {"reconnect": "1", "rw_timeout": str(int(options.stall_timeout * 1e6))}

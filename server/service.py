@@ -89,6 +89,7 @@ class Service:
         self.store_seconds: deque[float] = deque(maxlen=STORE_SAMPLES)  # per event: commit time
         self._forwarders: list[asyncio.Task] = []  # one per sink
         self._clip_tasks: set[asyncio.Task] = set()  # clips cut once a highlight's post-roll arrived
+        self.webrtc_sessions: dict[str, object] = {}  # open WebRTC sessions by id (server/webrtc_api.py)
         self._running = False
 
     @property
@@ -198,8 +199,9 @@ class Service:
         highlighter = Highlighter(self.encoder, self.scorer, queries, self.config.segmenter, stream=spec.name)
         runner = StreamRunner(spec.name, tap, highlighter, self.batcher, self.emit)
         recorder = None
-        if source is None and self.settings.buffer_minutes > 0 and source_kind(spec.source) in RECORDABLE_KINDS:
-            recorder = PacketRecorder(spec.source, spec.name, source_kind(spec.source), self.settings.buffer_minutes, options)
+        kind = source_kind(spec.source) if source is None else None
+        if kind in RECORDABLE_KINDS and self.settings.buffer_minutes > 0:
+            recorder = PacketRecorder(spec.source, spec.name, kind, self.settings.buffer_minutes, options)
             recorder.start()
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{spec.name}")
         task.add_done_callback(_log_failure)
@@ -265,13 +267,15 @@ class Service:
     def _end_interrupted_highlights(self) -> None:
         """Highlights a killed server left open get their `end` event now, flagged `interrupted`, so
         consumers tracking them are not left with one that never ends."""
+        stored = []
         with self.store.transaction():
             for row in self.store.interrupt_open_highlights():
                 data = HighlightEvent("end", f"{row.stream}-{row.id}", row.stream, row.start, row.end, row.score,
                                       row.query, row.query_index, row.best_frame_ts).to_dict()
                 data.update(highlight_id=row.id, interrupted=True)
-                event_id = self.store.append_event(data)
-                self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
+                stored.append((self.store.append_event(data), data))
+        for event_id, data in stored:  # stored before sent, as every event
+            self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
 
     async def _forward(self, sink: Sink, subscription: Subscription) -> None:
         """Feed one sink from its subscription (made at start, so it sees startup's events too)."""

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import uuid
 from collections import deque
@@ -30,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import aiomqtt
 import httpx
+
+from cliplive.stream.live import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,6 @@ class Backlog:
 
     async def drained(self) -> None:
         await self._idle.wait()
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with jitter, so many sinks retrying at once do not retry in step."""
-    return min(maximum, initial * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 class QueuedSink:

@@ -142,9 +142,6 @@ class Store:
             rows = self.db.execute("SELECT id, body FROM events WHERE id > ? AND stream = ? ORDER BY id LIMIT ?", (after, stream, limit))
         return [StoredEvent(id, {"event_id": id, **json.loads(body)}) for id, body in rows]
 
-    def event_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
-
     # --- highlights ------------------------------------------------------------------------------
 
     def open_highlight(self, stream: str, segment: str) -> int | None:

@@ -74,6 +74,7 @@ class Session:
         self.subscription = service.bus.subscribe(f"webrtc {stream}")  # before the stream starts: its first status too
         self.forwarder = asyncio.get_running_loop().create_task(self._forward(), name=f"webrtc-events-{stream}")
         self.closing: asyncio.Task | None = None
+        self.owns_stream = False  # set once add_stream() took the name: close() must not delete another's stream
 
     def attach(self, channel: RTCDataChannel) -> None:
         self.channel = channel
@@ -100,13 +101,14 @@ class Session:
 
     async def close(self) -> None:
         """Stop the stream (its `end` events still reach the channel if it is open), then the connection."""
-        with suppress(KeyError, RuntimeError):  # gone already: deleted through the API, or the service stopped
-            await self.service.delete_stream(self.stream)
+        if self.owns_stream:
+            with suppress(KeyError, RuntimeError):  # gone already: deleted through the API, or the service stopped
+                await self.service.delete_stream(self.stream)
         await asyncio.sleep(0)  # let the forwarder send those `end` events
         self.subscription.close()
         self.forwarder.cancel()
         await self.pc.close()
-        sessions(self.service).pop(self.id, None)
+        self.service.webrtc_sessions.pop(self.id, None)
 
     def _flush(self) -> None:
         while self.pending and self.channel.readyState == "open":
@@ -117,13 +119,6 @@ class Session:
             if event.stream == self.stream:
                 with suppress(Exception):  # the channel closed under us: close() follows
                     self.send(event.data)
-
-
-def sessions(service: Service) -> dict[str, Session]:
-    """The service's open WebRTC sessions by id (kept on the service: one registry per app)."""
-    if not hasattr(service, "webrtc_sessions"):
-        service.webrtc_sessions = {}
-    return service.webrtc_sessions
 
 
 def use_loopback_candidates() -> None:
@@ -171,6 +166,7 @@ async def start_session(service: Service, offer_sdp: str, sentences: list[str], 
         source.stop()
         await session.close()
         raise
+    session.owns_stream = True
     stream.runner.highlighter.on_scores = session.on_scores
     stream.task.add_done_callback(lambda _: session.close_soon())  # the track ended, or the stream was deleted
 
@@ -180,7 +176,7 @@ async def start_session(service: Service, offer_sdp: str, sentences: list[str], 
             session.close_soon()
 
     await pc.setLocalDescription(await pc.createAnswer())  # gathers all candidates first (no trickle)
-    sessions(service)[session_id] = session
+    service.webrtc_sessions[session_id] = session
     return session
 
 
@@ -215,7 +211,7 @@ async def whip(
 @router.delete("/whip/{session_id}", status_code=204)
 async def end_session(session_id: str, service: ServiceDep) -> Response:
     """End a session: the stream stops (its highlights stay), the peer connection closes."""
-    session = sessions(service).get(session_id)
+    session = service.webrtc_sessions.get(session_id)
     if session is None:
         raise HTTPException(404, f"not found: session {session_id}")
     await session.close()

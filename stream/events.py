@@ -85,9 +85,6 @@ class Segment:
         }
 
 
-STREAM_STATES = ("connecting", "live", "stalled", "reconnecting", "ended")
-
-
 @dataclass(frozen=True)
 class StatusEvent:
     """A stream's connection changed state; `detail` says why (error, attempt, backoff delay...)."""

@@ -148,22 +148,39 @@ class NewestFrame:
         return frame
 
 
-class AVSource:
+class LiveSource:
+    """What every live source shares: the newest-frame slot, metrics, and its state told as status events."""
+
+    def __init__(self, stream: str, options: SourceOptions, on_status: StatusCallback | None):
+        self.stream, self.options = stream, options
+        self.on_status = on_status or (lambda event: None)
+        self.metrics = SourceMetrics()
+        self.state = "idle"
+        self._newest = NewestFrame()
+
+    def _set_state(self, state: str, **detail) -> None:
+        self.state = state
+        log.info("stream=%s state=%s %s", self.stream, state, detail)
+        self.on_status(StatusEvent(stream=self.stream, state=state, detail=detail))
+
+    def _finish(self, error: str | None) -> None:
+        if self._newest.end(error):
+            self._set_state("ended", **({"error": error} if error else {}))
+
+
+class AVSource(LiveSource):
     """RTSP(S) cameras (pull, or listen for a push), HTTP(S) files and HLS, V4L2 devices and local files."""
 
     def __init__(self, url: str, stream: str, options: SourceOptions = SourceOptions(), on_status: StatusCallback | None = None):
-        self.url, self.stream, self.options = url, stream, options
-        self.on_status = on_status or (lambda event: None)
+        super().__init__(stream, options, on_status)
+        self.url = url
         self.kind = source_kind(url)
         # live: frames come at the pace of the world, so wall-clock gaps check pts (Timeline). A live input
         # that closes is reconnected; files (also at real-time pace) and VOD playlists end at their end.
-        self.live = self.kind in ("rtsp", "rtsp-listen", "device", "hls") or (self.kind == "file" and options.realtime)
         self.reconnects = self.kind in ("rtsp", "rtsp-listen", "device", "hls")
-        self.metrics = SourceMetrics()
+        self.live = self.reconnects or (self.kind == "file" and options.realtime)
         self.timeline = Timeline(live=self.live)
-        self.state = "idle"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._newest = NewestFrame()
         self._generation = 0  # readers of older generations are abandoned: their frames are ignored
         self._last_frame = time.monotonic()
         self._stop = threading.Event()
@@ -217,7 +234,7 @@ class AVSource:
 
     async def _reconnect(self, reason: str) -> None:
         self._generation += 1  # abandon the current reader
-        delay = min(self.options.backoff_max, self.options.backoff_initial * 2**self._attempt) * random.uniform(0.5, 1.0)
+        delay = backoff_delay(self._attempt, self.options.backoff_initial, self.options.backoff_max)
         self._attempt += 1
         self.metrics.reconnects += 1
         self._set_state("reconnecting", reason=reason, attempt=self._attempt, delay=round(delay, 2))
@@ -225,15 +242,6 @@ class AVSource:
         if not self._newest.ended:
             self.timeline.reset()
             self._connect()
-
-    def _set_state(self, state: str, **detail) -> None:
-        self.state = state
-        log.info("stream=%s state=%s %s", self.stream, state, detail)
-        self.on_status(StatusEvent(stream=self.stream, state=state, detail=detail))
-
-    def _finish(self, error: str | None) -> None:
-        if self._newest.end(error):
-            self._set_state("ended", **({"error": error} if error else {}))
 
     # --- reader side (thread) -----------------------------------------------------------------
 
@@ -264,10 +272,10 @@ class AVSource:
         """The opened container, or None when stopped or abandoned while waiting for a pusher."""
         open_timeout = self.options.open_timeout
         if self.kind == "rtsp-listen":
-            open_timeout += self._listen_slice()  # the wait for a pusher, then its handshake
+            open_timeout += listen_slice(self.options)  # the wait for a pusher, then its handshake
         while True:
             try:
-                return av.open(self._target(), format=self._format(), options=self._av_options(),
+                return av.open(self._target(), format=self._format(), options=av_options(self.kind, self.options, self._io_timeout()),
                                timeout=(open_timeout, self._io_timeout()))
             except (av.error.TimeoutError, av.error.ExitError):
                 # Listen mode waits for a pusher in slices, so that stop() is noticed; no pusher is no error.
@@ -356,9 +364,6 @@ class AVSource:
         fires at stall_timeout, is what notices a silent input (and says `stalled`)."""
         return 2 * self.options.stall_timeout
 
-    def _listen_slice(self) -> int:
-        return max(1, int(self.options.open_timeout))
-
     def _target(self) -> str:
         if self.kind == "rtsp-listen":
             return "rtsp://" + self.url.split("://", 1)[1]
@@ -366,17 +371,6 @@ class AVSource:
 
     def _format(self) -> str | None:
         return "v4l2" if self.kind == "device" else ("rtsp" if self.kind == "rtsp-listen" else None)
-
-    def _av_options(self) -> dict[str, str]:
-        if self.kind == "rtsp":
-            return {"rtsp_transport": self.options.transport, "timeout": str(int(self._io_timeout() * 1e6))}
-        if self.kind == "rtsp-listen":
-            # FFmpeg's RTSP server mode: an encoder (ffmpeg -f rtsp) pushes to us. listen_timeout must be
-            # positive: its default (-1, wait forever) fails with "Numerical result out of range" (FFmpeg 7).
-            return {"rtsp_flags": "listen", "listen_timeout": str(self._listen_slice())}
-        if self.kind in ("http", "hls"):
-            return {"reconnect": "1", "rw_timeout": str(int(self._io_timeout() * 1e6))}
-        return {}
 
 
 class SkipPolicy:
@@ -460,6 +454,29 @@ def source_kind(url: str) -> str:
     if not Path(path).exists():
         raise ValueError(f"no such file: {path}")
     return "file"
+
+
+def av_options(kind: str, options: SourceOptions, io_timeout: float) -> dict[str, str]:
+    """FFmpeg's input options for a source kind; `io_timeout`: seconds before a silent read fails."""
+    if kind == "rtsp":
+        return {"rtsp_transport": options.transport, "timeout": str(int(io_timeout * 1e6))}
+    if kind == "rtsp-listen":
+        # FFmpeg's RTSP server mode: an encoder (ffmpeg -f rtsp) pushes to us. listen_timeout must be
+        # positive: its default (-1, wait forever) fails with "Numerical result out of range" (FFmpeg 7).
+        return {"rtsp_flags": "listen", "listen_timeout": str(listen_slice(options))}
+    if kind in ("http", "hls"):
+        return {"reconnect": "1", "rw_timeout": str(int(io_timeout * 1e6))}
+    return {}
+
+
+def listen_slice(options: SourceOptions) -> int:
+    """Seconds a listening source waits for a pusher at a time, so that stop() is noticed."""
+    return max(1, int(options.open_timeout))
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with jitter, so many inputs (or sinks) retrying at once do not retry in step."""
+    return min(maximum, initial * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 def _reason(e: Exception) -> str:

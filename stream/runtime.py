@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from cliplive.models.encoder import Encoder
-from cliplive.models.scorer import CausalScorer
+from cliplive.models.scorer import CausalScorer, zero_shot
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.live import AVSource, SourceEnded, SourceOptions
 from cliplive.stream.segmenter import SegmenterConfig
@@ -176,8 +176,6 @@ class Runtime:
         segmenter: SegmenterConfig = SegmenterConfig(),
         max_batch: int = 16,
     ):
-        from cliplive.models.scorer import zero_shot
-
         self.queries, self.emit, self.segmenter = queries, emit, segmenter
         self.scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
         self.source_options = replace(source_options, short_side=encoder.image_size)

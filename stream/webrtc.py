@@ -24,14 +24,13 @@ import time
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from cliplive.stream.events import StatusEvent
-from cliplive.stream.live import NewestFrame, SourceMetrics, SourceOptions, StatusCallback, Timeline
+from cliplive.stream.live import LiveSource, SourceOptions, StatusCallback, Timeline
 from cliplive.stream.source import Frame, Sampler, to_rgb
 
 log = logging.getLogger(__name__)
 
 
-class WebRTCSource:
+class WebRTCSource(LiveSource):
     """A video `MediaStreamTrack` as a cliplive source; it takes ownership of the track (stop() stops it).
 
     Closing the peer connection (or the remote peer closing it, RTCP BYE) ends the track: `recv()` then
@@ -42,13 +41,10 @@ class WebRTCSource:
     def __init__(self, track: MediaStreamTrack, stream: str, options: SourceOptions = SourceOptions(), on_status: StatusCallback | None = None):
         if track.kind != "video":
             raise ValueError(f"not a video track: {track.kind}")
-        self.track, self.stream, self.options = track, stream, options
-        self.on_status = on_status or (lambda event: None)
-        self.metrics = SourceMetrics()
+        super().__init__(stream, options, on_status)  # its frames: (media time, wall time, av.VideoFrame)
+        self.track = track
         self.timeline = Timeline(live=True)
         self.sampler = Sampler(options.fps)
-        self.state = "idle"
-        self._newest = NewestFrame()  # of (media time, wall time, av.VideoFrame)
         self._pump: asyncio.Task | None = None
         try:  # start draining at once when built on the loop (e.g. in pc.on("track")), else at first recv()
             asyncio.get_running_loop()
@@ -97,12 +93,3 @@ class WebRTCSource:
             log.exception("stream=%s track failed", self.stream)
             error = f"{type(e).__name__}: {e}"
         self._finish(error)
-
-    def _finish(self, error: str | None) -> None:
-        if self._newest.end(error):
-            self._set_state("ended", **({"error": error} if error else {}))
-
-    def _set_state(self, state: str, **detail) -> None:
-        self.state = state
-        log.info("stream=%s state=%s %s", self.stream, state, detail)
-        self.on_status(StatusEvent(stream=self.stream, state=state, detail=detail))

@@ -1,4 +1,4 @@
-"""Real peers on loopback shared by the tests: free ports and GStreamer's RTSP server as a process."""
+"""Real peers on loopback shared by the tests and benchmarks: free ports and GStreamer's RTSP server as a process."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-
-import pytest
 
 RTSP_SERVER = Path(__file__).parent / "tools" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject belongs to Debian's Python, not the venv
@@ -23,7 +21,9 @@ def free_port() -> int:
 
 
 def require_rtsp_server() -> None:
-    """Fail with what to do when the GStreamer RTSP server or ffmpeg is missing (.ci/setup --test installs them)."""
+    """Fail the test with what to do when the GStreamer RTSP server or ffmpeg is missing (.ci/setup --test installs them)."""
+    import pytest  # (benchmarks use this module without pytest)
+
     check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     if not Path(SYSTEM_PYTHON).exists() or subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True).returncode:
         pytest.fail("GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) is missing: run .ci/setup --test")
@@ -48,7 +48,7 @@ class RtspServer:
         line = self.proc.stdout.readline() if ready else ""
         if line.strip() != "ready":
             self.kill()
-            pytest.fail(f"the RTSP server did not start (printed {line!r}): run .ci/setup --test")
+            raise RuntimeError(f"the GStreamer RTSP server did not start (printed {line!r}): run .ci/setup --test")
         return self
 
     def kill(self) -> None:

@@ -128,10 +128,7 @@ def pattern_frame(media) -> Path:
 @pytest.fixture(scope="module")
 def short_clip(media) -> Path:
     """3 s, 25 fps, 320x240 H.264 mp4."""
-    path = media / "short.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast",
-           "-g", "25", "-pix_fmt", "yuv420p", str(path))
-    return path
+    return _test_pattern(media / "short.mp4", seconds=3)
 
 
 @pytest.fixture(scope="module")
@@ -488,10 +485,7 @@ async def test_overload_keeps_memory_bounded_and_reports_drops(media, tiny_clip,
 @pytest.fixture(scope="module")
 def pattern_video(media) -> Path:
     """20 s of the test pattern: every frame matches the pattern query, so a segment stays open."""
-    path = media / "pattern.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "20", "-c:v", "libx264", "-preset", "ultrafast",
-           "-g", "25", "-pix_fmt", "yuv420p", str(path))
-    return path
+    return _test_pattern(media / "pattern.mp4", seconds=20)
 
 
 async def _watch_until_open_then_signal(args: list[str], sig: int) -> tuple[int, list[dict], str]:
@@ -553,6 +547,13 @@ def test_watch_bad_source_is_one_line_and_exit_2():
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+def _test_pattern(path: Path, seconds: float) -> Path:
+    """FFmpeg's test pattern, 320x240 25 fps H.264 with a keyframe every second."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
+           "-g", "25", "-pix_fmt", "yuv420p", str(path))
+    return path
 
 
 def _highlights(events) -> list[HighlightEvent]:
