@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from cliplive.models.clip import RANDOM, ClipEncoder
+from cliplive.models.clip import RANDOM, ClipEncoder, _native_bf16
 from cliplive.stream.source import FileSource, to_rgb
 
 
@@ -155,7 +155,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
-        "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_bf16": _native_bf16(torch.device("cpu")),
         "frames": len(full),
         "timing": f"best of {args.rounds} interleaved rounds of {args.seconds:g} s each, after warm-up",
         "rounds_img_per_s": {name: [round(r, 2) for r in rates] for name, rates in rounds.items()},

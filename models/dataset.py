@@ -37,7 +37,6 @@ from cliplive.stream import shots as shot_tools
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 30.0  # the community files do not store frame rates; TVSum and SumMe are mostly ~30 fps
-SHOT_SECONDS = 2.0  # KTS may cut at most one shot per this many seconds of sampled video
 
 
 @dataclass
@@ -103,10 +102,7 @@ class Dataset:
 
 def shots_from_features(features: np.ndarray, picks: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     """KTS shots over the sampled frames, as the community's (S, 2) inclusive frame ranges."""
-    n = len(features)
-    steps_per_second = n / max(n_frames / fps, 1e-9)
-    max_change_points = max(1, int(n / (SHOT_SECONDS * steps_per_second)))
-    cuts = shot_tools.kts(features, max_change_points)
+    cuts = shot_tools.shot_change_points(features, n_frames / fps)
     starts = np.concatenate([[0], np.asarray(picks)[cuts]]).astype(int)
     ends = np.append(starts[1:], n_frames) - 1
     return np.stack([starts, ends], axis=1)
@@ -170,7 +166,7 @@ def _read_video(key: str, g) -> VideoRecord:
         return np.asarray(g[name]) if name in g else None
 
     features = np.asarray(g["features"], dtype=np.float32)
-    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)  # published ones are not unit
+    features = _unit(features)  # published ones are not unit
     name = g["video_name"][()] if "video_name" in g else key
     return VideoRecord(
         name=name.decode() if isinstance(name, bytes) else str(name),
@@ -211,7 +207,7 @@ def video_queries(video: VideoRecord, source: str = "auto") -> np.ndarray:
     if source == "stored":
         raise ValueError(f"video {video.name} has no query_features; use --queries centroid")
     mean = video.features.mean(axis=0)
-    return (mean / max(np.linalg.norm(mean), 1e-12))[None].astype(np.float32)
+    return _unit(mean)[None].astype(np.float32)
 
 
 # --- annotation files ------------------------------------------------------------------------------
@@ -433,23 +429,17 @@ def _synthetic_video(config: SyntheticConfig, rng, concept, distractor, unrelate
     video = VideoRecord("", features.astype(np.float32), picks, n_frames, change_points, config.fps)
     scores = np.stack([_annotator(config, rng, relevant) for _ in range(config.annotators)])
     annotate(video, protocol.upsample(scores.T, picks, n_frames).T, "tvsum")
-    video.relevant_windows = _runs(relevant) * (config.every / config.fps)
+    video.relevant_windows = shot_tools.runs(relevant) * (config.every / config.fps)
     return video
 
 
 def _annotator(config: SyntheticConfig, rng, relevant: np.ndarray) -> np.ndarray:
     """One annotator's 1-5 scores per sampled frame: the truth, boundaries jittered, plus noise."""
     marked = np.zeros_like(relevant)
-    for start, end in _runs(relevant):
+    for start, end in shot_tools.runs(relevant):
         lo, hi = rng.integers(-config.annotator_jitter, config.annotator_jitter + 1, size=2)
         marked[max(0, start + lo) : max(0, min(len(marked), end + hi))] = True
     return np.clip(np.round(1 + 3 * marked + config.annotator_noise * rng.normal(size=len(marked))), 1, 5)
-
-
-def _runs(mask: np.ndarray) -> np.ndarray:
-    """(M, 2) [start, end) of the runs of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return edges.reshape(-1, 2)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -97,15 +97,14 @@ def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: 
         raise ValueError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
     times = video.times
     if math.isinf(lookahead):
-        summary = protocol.machine_summary(protocol.upsample(probability(scores), video.picks, video.n_frames), video.change_points)
+        f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
         ranked, delays = scores, []
     else:
         keep, detections = online_summary(scores, times, video.n_frames / video.fps, lookahead)
-        summary = protocol.upsample(keep, video.picks, video.n_frames) > 0
+        f1 = protocol.summary_f1(protocol.upsample(keep, video.picks, video.n_frames) > 0, video.user_summary, mode)
         ranked = window_mean(scores, times, lookahead)
         windows = video.relevant_windows if video.relevant_windows is not None else []
         delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)
-    f1 = protocol.summary_f1(summary, video.user_summary, mode)
     if video.user_scores is None:
         tau = rho = math.nan
     else:

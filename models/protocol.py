@@ -77,8 +77,7 @@ def summary_f1(machine: np.ndarray, user_summary: np.ndarray, mode: str = "avg")
         raise ValueError(f"F1 mode must be one of {F1_MODES}, not {mode!r}")
     user_summary = np.atleast_2d(user_summary)
     n = user_summary.shape[1]
-    machine = np.asarray(machine)[:n]
-    machine = np.pad(machine, (0, n - len(machine)))
+    machine = _fit(machine, n)
     scores = [overlap_f1(machine, user) for user in user_summary]
     return float(np.mean(scores) if mode == "avg" else np.max(scores))
 
@@ -120,8 +119,10 @@ def qvhighlights_saliency(
 ) -> np.ndarray:
     """(clips, annotators) saliency of every clip of the video: the annotated clips' scores, 0 elsewhere.
     The video has int(duration / clip_length) clips, as in the reference evaluation."""
+    if not len(relevant_clip_ids):  # unlabelled (QVHighlights' test split): nothing is salient
+        return np.zeros((int(duration / clip_length), 3))
     scores = np.asarray(saliency_scores, dtype=float).reshape(len(relevant_clip_ids), -1)
-    full = np.zeros((int(duration / clip_length), scores.shape[1] if len(scores) else 3))
+    full = np.zeros((int(duration / clip_length), scores.shape[1]))
     full[np.asarray(relevant_clip_ids, dtype=int)] = scores
     return full
 

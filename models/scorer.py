@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -50,7 +49,6 @@ class ScorerState:
 
     keys: list[torch.Tensor] = field(default_factory=list)  # per layer (heads, <=W-1, head_dim)
     values: list[torch.Tensor] = field(default_factory=list)
-    frames_seen: int = 0
 
 
 class LanguageGuidedAttention(nn.Module):
@@ -141,7 +139,6 @@ class CausalScorer(nn.Module):
             state.values[i] = v_all[:, max(v_all.shape[1] - keep, 0) :]
             distance = torch.arange(k_all.shape[1] - 1, -1, -1, device=x.device)[None, :]
             x = block.finish(x, q, k_all, v_all, self._alibi(distance))
-        state.frames_seen += 1
         out = self._heads(x, frame[None], queries)
         return ScorerOutput(out.relevance[0], out.score[0])
 
@@ -221,8 +218,3 @@ def load(path: str, encoder_name: str | None = None, dim: int | None = None) -> 
     scorer = CausalScorer(config)
     scorer.load_state_dict(payload["state_dict"])
     return scorer.eval()
-
-
-def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
-

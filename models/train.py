@@ -35,8 +35,8 @@ from torch.nn import functional as F
 
 from cliplive.models import protocol
 from cliplive.models.dataset import Dataset, VideoRecord, video_queries
-from cliplive.models.evaluate import UNLIMITED, frame_scores, score_video
-from cliplive.models.scorer import CausalScorer, ScorerConfig
+from cliplive.models.evaluate import UNLIMITED, score_video
+from cliplive.models.scorer import CausalScorer, ScorerConfig, ScorerOutput
 
 TARGETS = ("gtscore", "binary")
 
@@ -185,10 +185,14 @@ def _fit(model, training, validation, config, mode, rng, log, label) -> TrainRes
             optimizer.step()
             losses.append(loss.item())
         model.eval()
+        val_losses, val_f1s = [], []
         with torch.no_grad():
-            val_loss = float(np.mean([objective(model, e, config).item() for e in validation])) if validation else np.nan
-        val_f1 = float(np.mean([score_video(frame_scores(model, e.video, config.queries), e.video, UNLIMITED, mode).f1
-                                for e in validation])) if validation else np.nan
+            for e in validation:  # one forward pass each for the loss and the F1
+                out = model(e.frames, e.queries)
+                val_losses.append(objective(model, e, config, out).item())
+                val_f1s.append(score_video(out.score.double().numpy(), e.video, UNLIMITED, mode).f1)
+        val_loss = float(np.mean(val_losses)) if validation else np.nan
+        val_f1 = float(np.mean(val_f1s)) if validation else np.nan
         history.append(EpochLog(epoch, float(np.mean(losses)), val_loss, val_f1))
         log(f"{label} epoch {epoch}: train loss {np.mean(losses):.4f}, validation loss {val_loss:.4f}, F1 {100 * val_f1:.1f}")
         if not validation or val_loss < best.validation_loss:
@@ -202,9 +206,10 @@ def _fit(model, training, validation, config, mode, rng, log, label) -> TrainRes
     return TrainResult(model.eval(), history, best)
 
 
-def objective(model: CausalScorer, example: Example, config: TrainConfig) -> torch.Tensor:
-    """The weighted sum of the losses on one video (see the module docstring)."""
-    out = model(example.frames, example.queries)
+def objective(model: CausalScorer, example: Example, config: TrainConfig, out: ScorerOutput | None = None) -> torch.Tensor:
+    """The weighted sum of the losses on one video (see the module docstring); `out`: the model's output
+    on it when already computed."""
+    out = out if out is not None else model(example.frames, example.queries)
     best_relevance = out.relevance.max(dim=-1).values
     importance = sum(
         F.binary_cross_entropy_with_logits(logits, example.target, pos_weight=example.pos_weight)

@@ -196,7 +196,7 @@ class Service:
     def _launch(self, spec: StreamSpec, origin: Origin, queries: Queries, source) -> LiveStream:
         options = SourceOptions(fps=spec.fps, short_side=self.encoder.image_size, **spec.options.model_dump())
         tap = FrameTap(source or AVSource(spec.source, spec.name, options, on_status=self.emit), spec.fps)
-        highlighter = Highlighter(self.encoder, self.scorer, queries, self.config.segmenter, stream=spec.name)
+        highlighter = Highlighter(self.scorer, queries, self.config.segmenter, stream=spec.name)
         runner = StreamRunner(spec.name, tap, highlighter, self.batcher, self.emit)
         recorder = None
         kind = source_kind(spec.source) if source is None else None

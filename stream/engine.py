@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cliplive.models.encoder import Encoder
+from cliplive.models.encoder import Encoder, check_query
 from cliplive.models.scorer import CausalScorer
 from cliplive.stream.events import HighlightEvent
 from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig
-from cliplive.stream.source import Frame
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Queries:
             parts.append(encoder.encode_images(images))
         if not parts:
             raise ValueError("no queries: give at least one sentence or reference image")
-        labels = [" ".join(t.split()) for t in texts] + [f"image:{p}" for p in images]
+        labels = [check_query(t) for t in texts] + [f"image:{p}" for p in images]
         return cls(labels, np.concatenate(parts).astype(np.float32))
 
 
@@ -40,7 +39,6 @@ class Queries:
 class FrameScores:
     """Per sampled frame history, kept for offline summaries (live streams keep none)."""
 
-    t: list[float] = field(default_factory=list)
     relevance: list[np.ndarray] = field(default_factory=list)  # (Q,) logits
     score: list[float] = field(default_factory=list)  # aggregate logit
 
@@ -48,24 +46,18 @@ class FrameScores:
 class Highlighter:
     def __init__(
         self,
-        encoder: Encoder,
         scorer: CausalScorer,
         queries: Queries,
         segmenter: SegmenterConfig = SegmenterConfig(),
         stream: str = "file",
         keep_history: bool = False,
     ):
-        self.encoder, self.scorer, self.queries = encoder, scorer, queries
+        self.scorer, self.queries = scorer, queries
         self._query_tensor = torch.from_numpy(queries.embeddings)
         self.state = scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream)
         self.history = FrameScores() if keep_history else None
         self.on_scores: Callable[[float, np.ndarray], None] | None = None  # per frame (t, relevance logits): live plots
-
-    def push_frames(self, frames: Sequence[Frame]) -> list[HighlightEvent]:
-        """A batch of sampled frames (encoded together) -> the events they cause."""
-        embeddings = self.encoder.encode_frames([f.image for f in frames])
-        return self.push_embeddings([f.t for f in frames], embeddings)
 
     def push_embeddings(self, times: Sequence[float], embeddings: np.ndarray) -> list[HighlightEvent]:
         events: list[HighlightEvent] = []
@@ -73,7 +65,6 @@ class Highlighter:
             out = self.scorer.step(self.state, embedding, self._query_tensor)
             relevance = out.relevance.numpy()
             if self.history is not None:
-                self.history.t.append(float(t))
                 self.history.relevance.append(relevance)
                 self.history.score.append(float(out.score))
             if self.on_scores is not None:

@@ -20,12 +20,11 @@ from cliplive.models import dataset as ds
 from cliplive.models.encoder import Encoder
 from cliplive.stream.engine import Queries
 from cliplive.stream.source import FileSource, Frame, MediaError, Sampler, to_rgb
-from cliplive.stream.summarize import derive_queries, encode_sampled
+from cliplive.stream.summarize import PSEUDO_QUERIES, derive_queries, encode_sampled
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_EVERY = 15  # frames between samples in the TVSum/SumMe protocol
-PSEUDO_QUERIES = 3  # as many as summarize derives
 
 
 @dataclass(frozen=True)

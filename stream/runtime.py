@@ -190,7 +190,7 @@ class Runtime:
         if name in self.runners:
             raise ValueError(f"stream {name!r} exists already")
         source = source or AVSource(url, name, self.source_options, on_status=self.emit)
-        highlighter = Highlighter(self.encoder.encoder, self.scorer, queries or self.queries, self.segmenter, stream=name)
+        highlighter = Highlighter(self.scorer, queries or self.queries, self.segmenter, stream=name)
         runner = StreamRunner(name, source, highlighter, self.encoder, self.emit)
         self.encoder.start()
         self.runners[name] = runner

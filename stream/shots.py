@@ -12,6 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 MAX_KTS_POINTS = 3000  # longer sequences are averaged down first: the DP is quadratic in memory
+SHOT_SECONDS = 2.0  # KTS may cut at most one shot per this many seconds of sampled video
+
+
+def shot_change_points(features: np.ndarray, seconds: float) -> np.ndarray:
+    """KTS over `features` (n, d) sampled evenly over `seconds` of video, shots of SHOT_SECONDS and up."""
+    return kts(features, max(1, int(seconds / SHOT_SECONDS)))
+
+
+def runs(mask: np.ndarray) -> np.ndarray:
+    """(M, 2) [start, end) of the runs of True in a 1-d mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(mask).astype(int), [0]])))
+    return edges.reshape(-1, 2)
 
 
 def kts(features: np.ndarray, max_change_points: int, vmax: float = 1.0, min_segment: int = 1) -> np.ndarray:

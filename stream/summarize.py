@@ -19,10 +19,11 @@ from cliplive.models.scorer import CausalScorer, zero_shot
 from cliplive.stream import shots as shot_tools
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.files import atomic_path
-from cliplive.stream.segmenter import SegmenterConfig
+from cliplive.stream.segmenter import SegmenterConfig, probability
 from cliplive.stream.source import FileSource, Frame, MediaError, prefetch, sample
 
 Progress = Callable[[float], None]
+PSEUDO_QUERIES = 3  # sentences derived from the video itself when none is given
 PSEUDO_QUERY_TEMPLATE = "a photo of a {}."
 
 
@@ -35,7 +36,7 @@ class SummaryRequest:
     budget: float | None = 0.15  # fraction of time kept; None or 0: fixed hysteresis thresholds
     lookahead: float = 0.0  # seconds; 0 = fully causal
     shots: bool = False  # refine with KTS shots and a knapsack, as the CLIP-It paper does
-    pseudo_queries: int = 3  # how many to derive when no query is given
+    pseudo_queries: int = PSEUDO_QUERIES  # how many to derive when no query is given
     batch_size: int = 16
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
 
@@ -46,20 +47,21 @@ def summarize(
     """Highlights of one file as a JSON-ready dict (see README: Summary JSON)."""
     started = time.perf_counter()
     times, embeddings, info = encode_video(request.video, encoder, request.fps, request.batch_size, progress)
+    fps = min(request.fps, info.fps) if info.fps else request.fps  # as sampled: never above the file's rate
     if request.queries or request.query_images:
         queries, derived = Queries.build(encoder, request.queries, request.query_images), False
     else:
         queries, derived = derive_queries(encoder, embeddings, request.pseudo_queries), True
     scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
     config = replace(request.segmenter, lookahead=request.lookahead, budget=request.budget or None)
-    engine = Highlighter(encoder, scorer, queries, config, stream=Path(request.video).name, keep_history=True)
+    engine = Highlighter(scorer, queries, config, stream=Path(request.video).name, keep_history=True)
     engine.push_embeddings(times, embeddings)
-    duration = info.duration or (float(times[-1]) + 1.0 / request.fps)
+    duration = info.duration or (float(times[-1]) + 1.0 / fps)
     engine.close(duration)
     history = engine.history
     relevance = np.stack(history.relevance)
     if request.shots:
-        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, request)
+        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps, request.budget)
     else:
         segments = [s.to_dict() for s in engine.segmenter.segments]
         if request.budget:
@@ -71,7 +73,7 @@ def summarize(
         "queries": queries.labels,
         "pseudo_queries": derived,
         "encoder": encoder.name,
-        "fps": request.fps,
+        "fps": fps,
         "lookahead": request.lookahead,
         "budget": request.budget or None,
         "mode": "shots" if request.shots else "online",
@@ -148,25 +150,24 @@ def shot_segments(
     score: np.ndarray,
     labels: list[str],
     duration: float,
-    request: SummaryRequest,
+    fps: float,
+    budget: float | None,
 ) -> list[dict]:
     """CLIP-It's summary: KTS shots, shot score = mean frame score, 0/1 knapsack at the budget."""
     n = len(times)
-    max_cp = max(1, min(n - 1, int(n / (2 * request.fps))))  # shots of 2 s and up
-    change_points = shot_tools.kts(embeddings, max_cp) if n > 2 else np.zeros(0, int)
-    budget = request.budget or 0.15
+    change_points = shot_tools.shot_change_points(embeddings, n / fps) if n > 2 else np.zeros(0, int)
+    budget = budget or 0.15
     bounds = _split_long(shot_tools.shot_bounds(change_points, n), max(1, int(budget * n)))
-    keep = shot_tools.select_shots(1 / (1 + np.exp(-score)), bounds, budget)
+    keep = shot_tools.select_shots(probability(score), bounds, budget)
     segments = []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(int), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2]):
+    for start, stop in shot_tools.runs(keep):
         q = int(relevance[start:stop].mean(axis=0).argmax())
         best = start + int(relevance[start:stop, q].argmax())
         segments.append(
             {
                 "start": round(float(times[start]), 3),
                 "end": round(float(times[stop]) if stop < n else duration, 3),
-                "score": round(float(1 / (1 + np.exp(-relevance[start:stop, q].max()))), 4),
+                "score": round(float(probability(relevance[start:stop, q].max())), 4),
                 "query": labels[q],
                 "query_index": q,
                 "best_frame_ts": round(float(times[best]), 3),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from cliplive.models import protocol
+from cliplive.models.dataset import read_qvhighlights
 from cliplive.models.protocol import Detection, Moment
 
 
@@ -73,6 +76,22 @@ def test_qvhighlights_saliency_covers_every_two_second_clip():
     # 9 s -> int(9 / 2) = 4 clips; clips 1 and 2 annotated.
     full = protocol.qvhighlights_saliency(9.0, [1, 2], [[4, 2, 3], [1, 0, 4]])
     np.testing.assert_array_equal(full, [[0, 0, 0], [4, 2, 3], [1, 0, 4], [0, 0, 0]])
+
+
+def test_qvhighlights_lines_read_with_saliency_over_the_whole_video(tmp_path):
+    path = tmp_path / "highlight_val_release.jsonl"
+    labelled = {"qid": 1, "query": "a man cooks", "duration": 8, "vid": "v1", "relevant_windows": [[2, 6]],
+                "relevant_clip_ids": [1, 2], "saliency_scores": [[4, 2, 3], [1, 0, 4]], "unknown_field": 0}
+    unlabelled = {"qid": 2, "query": "the test split has no labels", "duration": 4, "vid": "v2"}
+    path.write_text(json.dumps(labelled) + "\n\n" + json.dumps(unlabelled) + "\n")
+    first, second = read_qvhighlights(path)
+    assert (first.qid, first.query, first.relevant_windows) == (1, "a man cooks", [[2, 6]])
+    # 8 s = 4 clips of 2 s; clips 1 and 2 carry their three annotators' scores.
+    np.testing.assert_array_equal(first.saliency(), [[0, 0, 0], [4, 2, 3], [1, 0, 4], [0, 0, 0]])
+    np.testing.assert_array_equal(second.saliency(), np.zeros((2, 3)))
+    path.write_text('{"qid": 3}\n')
+    with pytest.raises(ValueError, match=r"highlight_val_release.jsonl:1: not a QVHighlights record"):
+        read_qvhighlights(path)
 
 
 SALIENCY = np.array([[4, 2, 3], [1, 0, 4], [0, 0, 0]])

@@ -262,7 +262,7 @@ def test_highlighter_switches_queries_mid_stream_closing_open_segments():
 
     dim = 8
     basis = np.eye(dim, dtype=np.float32)
-    highlighter = Highlighter(None, zero_shot(dim, (10.0, -5.0)), Queries(["a"], basis[:1]), SegmenterConfig(min_length=0.5))
+    highlighter = Highlighter(zero_shot(dim, (10.0, -5.0)), Queries(["a"], basis[:1]), SegmenterConfig(min_length=0.5))
     events = []
     for i in range(10):  # frames matching "a" exactly: a segment opens
         events += highlighter.push_embeddings([i * 0.5], basis[:1])
