@@ -39,13 +39,13 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import GOP, camera_720p  # noqa: E402
 
-from cliplive.stream.source import Sampler, to_rgb  # noqa: E402
+from cliplive.stream.source import Sampler, pts_seconds, to_rgb  # noqa: E402
 
 
 def decoded_frames(container, stream, skip: str):
     """(frame, media time of the newest packet fed to the decoder when the frame came out)."""
     for packet in container.demux(stream):
-        fed = float(packet.pts * stream.time_base) if packet.pts is not None else None
+        fed = pts_seconds(packet, stream.time_base)
         if skip != "NONKEY_PACKETS":
             frames = packet.decode()
         elif packet.is_keyframe:
@@ -73,7 +73,7 @@ def run(video: Path, seconds: float, fps: float, skip: str, convert_all: bool, t
     delays = []
     wall, cpu = time.perf_counter(), time.process_time()
     for frame, fed in decoded_frames(container, stream, skip):
-        t = float(frame.pts * frame.time_base)
+        t = pts_seconds(frame)
         if t >= seconds:
             break
         decoded += 1

@@ -1,14 +1,14 @@
-"""How many live 720p cameras one machine serves: N real RTSP streams through cliplive's Runtime.
+"""How many live 720p cameras one machine serves: N real RTSP streams through cliplive's Pipeline.
 Prints one JSON object.
 
 A GStreamer RTSP server process (tests/tools/rtsp_server.py, under the system Python) serves N mounts of
 a 720p 25 fps H.264 camera-style file made from real footage (benchmarks/media.py), each paced in real
-time. cliplive's Runtime pulls all N over RTSP/TCP, samples --fps frames per second per stream, embeds them
+time. cliplive's Pipeline pulls all N over RTSP/TCP, samples --fps frames per second per stream, embeds them
 with CLIP ViT-B-32 (random weights: speed does not depend on them) in shared micro-batches, scores them with
 the causal scorer and runs the segmenter, exactly as `cliplive watch` does.
 
 Measured after a warm-up (--warmup, default 20 s) to the end of the run:
-- p50/p99_latency_s: frame decoded -> scored and its events emitted (StreamRunner's latency)
+- p50/p99_latency_s: frame decoded -> scored and its events emitted (StreamRunner.latency)
 - dropped_frames: sampled frames replaced by a newer one before the encoder took them (whole run)
 - behind_s: how far the slowest stream's decoding fell behind real time (wall time elapsed minus media
   time elapsed between its first and last frame), which latency from decode alone would not show
@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +84,11 @@ def machine_cpu_seconds() -> float:
 
 
 async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> dict:
-    from cliplive.models.encoder import create_encoder
+    from cliplive.models.spec import EncoderSpec, create_encoder
     from cliplive.stream.engine import Queries
-    from cliplive.stream.runtime import Runtime
+    from cliplive.stream.pipeline import Pipeline
 
-    options = {"precision": args.precision, **({"threads": args.torch_threads} if args.torch_threads else {})}
-    encoder = create_encoder("clip", args.model, "random", **options)
+    encoder = create_encoder(EncoderSpec("clip", args.model, "random", precision=args.precision, threads=args.torch_threads))
     queries = Queries.build(encoder, QUERIES)
     counts = {"highlight": 0, "status": {}}
 
@@ -100,19 +100,19 @@ async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> 
 
     source_options = SourceOptions(fps=args.fps, skip_nonkey=args.skip in ("auto",), skip_nonref=args.skip in ("auto", "nonref"),
                                    decoder_threads=args.decoder_threads)
-    runtime = Runtime(encoder, queries, emit, source_options=source_options, max_batch=args.max_batch)
+    pipeline = Pipeline(encoder, emit, max_batch=args.max_batch)
     sources = []
     for i, url in enumerate(urls):
-        source = Watched(AVSource(url, f"cam{i}", runtime.source_options, on_status=emit))
+        source = Watched(AVSource(url, f"cam{i}", pipeline.source_options(source_options)))
         sources.append(source)
-        runtime.add(url, name=f"cam{i}", source=source)
+        pipeline.add(f"cam{i}", source, queries)
 
     started = time.monotonic()
     await asyncio.sleep(args.warmup)
     warm = {
         "wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.proc.pid), "rss": rss_mb(),
         "machine_cpu": machine_cpu_seconds(),
-        "scored": {n: r.metrics.scored for n, r in runtime.runners.items()},
+        "scored": {n: r.scored for n, r in pipeline.runners.items()},
         "dropped": sum(s.metrics.dropped for s in sources),
     }
     rss_trace = [round(warm["rss"], 1)]
@@ -121,17 +121,17 @@ async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> 
         rss_trace.append(round(rss_mb(), 1))
     end = {"wall": time.monotonic(), "cpu": cpu_seconds(), "server_cpu": cpu_seconds(server.proc.pid), "rss": rss_mb(),
            "machine_cpu": machine_cpu_seconds()}
-    metrics = runtime.metrics()
+    metrics = pipeline.snapshot()
 
     latency, lag = [], []
-    for name, runner in runtime.runners.items():
-        new = runner.metrics.scored - warm["scored"][name]
+    for name, runner in pipeline.runners.items():
+        new = runner.scored - warm["scored"][name]
         if new > 0:
-            latency += list(runner.metrics.latency)[-new:]
-            lag += list(runner.metrics.encoder_lag)[-new:]
+            latency += list(runner.latency)[-new:]
+            lag += list(runner.encoder_lag)[-new:]
     behind = [max(0.0, (s.last[1] - s.first[1]) - (s.last[0] - s.first[0])) for s in sources if s.first and s.last]
     dropped = sum(s.metrics.dropped for s in sources)
-    await runtime.stop()
+    await pipeline.stop()
     elapsed = end["wall"] - warm["wall"]
     latency_arr = np.asarray(latency) if latency else np.asarray([np.inf])
     result = {
@@ -154,11 +154,11 @@ async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> 
         "rss_warm_mb": round(warm["rss"], 1),
         "rss_growth_pct": round(100 * (end["rss"] - warm["rss"]) / warm["rss"], 2),
         "rss_trace_mb": rss_trace,
-        "decoded_fps_min": min(s["input_fps"] for s in metrics["streams"]),
-        "reconnects": sum(s["reconnects"] for s in metrics["streams"]),
+        "decoded_fps_min": min(s.input_fps for s in metrics.streams),
+        "reconnects": sum(s.reconnects for s in metrics.streams),
         "highlight_events": counts["highlight"],
         "status_events": counts["status"],
-        "encoder": {**metrics["encoder"], "precision": getattr(encoder, "precision", None)},
+        "encoder": {**asdict(metrics.encoder), "precision": getattr(encoder, "precision", None)},
     }
     result["held"] = bool(result["p99_latency_s"] < 1.5 and dropped == 0 and result["rss_growth_pct"] < 5 and (result["behind_s"] or 0) < 1.5)
     return result

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from cliplive.models.conse import _cache_dir
-from cliplive.stream.files import atomic_path
+from cliplive.models.files import atomic_path
 
 GOP = 25  # frames between keyframes: 1 s at 25 fps
 

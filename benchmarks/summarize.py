@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from cliplive.models.conse import _cache_dir
-from cliplive.models.encoder import create_encoder
-from cliplive.stream.files import atomic_path
+from cliplive.models.spec import EncoderSpec, create_encoder
+from cliplive.models.files import atomic_path
 from cliplive.stream.source import FileSource
 from cliplive.stream.summarize import SummaryRequest, summarize
 
@@ -56,10 +56,7 @@ def main() -> None:
     video = args.video or bbb_1080p()
     with FileSource(video) as source:
         info = source.info
-    if args.encoder == "clip":
-        encoder = create_encoder("clip", args.model, "random", precision=args.precision)
-    else:
-        encoder = create_encoder("conse")
+    encoder = create_encoder(EncoderSpec(args.encoder, args.model, "random", precision=args.precision))
     encoder.encode_frames([torch.zeros(480, 640, 3, dtype=torch.uint8).numpy()] * 4)  # warm-up
     started = time.perf_counter()
     result = summarize(SummaryRequest(str(video), ["a rabbit in a meadow", "a bird in a tree"], fps=args.fps), encoder)

@@ -8,12 +8,14 @@ import warnings
 
 import torch
 
+from cliplive.models.embedding import CLIP_CALIBRATION
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
+from cliplive.models.errors import InputError, reason
+from cliplive.models.spec import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 RANDOM = "random"  # explicit opt-in to untrained weights (tests, speed benchmarks); never a fallback
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ClipEncoder(Encoder):
@@ -29,7 +31,7 @@ class ClipEncoder(Encoder):
         import open_clip
 
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if threads:
             torch.set_num_threads(threads)
         if model.endswith(".json"):
@@ -59,9 +61,7 @@ class ClipEncoder(Encoder):
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
         self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
         self.dim = int(open_clip.get_model_config(model)["embed_dim"])
-        # CLIP cosines between a frame and an unrelated caption sit near 0.15-0.2, a matching one near
-        # 0.3: a logit of 25 * (cos - 0.25) puts the boundary between them.
-        self.calibration = (25.0, -6.25)
+        self.calibration = CLIP_CALIBRATION
 
     @torch.inference_mode()
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -108,10 +108,9 @@ def _create(open_clip, model: str, pretrained: str | None) -> torch.nn.Module:
     try:
         return open_clip.create_model(model, pretrained=pretrained, require_pretrained=True)
     except Exception as e:  # open_clip wraps download and load failures in several exception types
-        reason = str(e).split(". ")[0][:160] if str(e) else type(e).__name__
         what = f"checkpoint {pretrained}" if is_path else f"weights {model}/{pretrained}"
         raise EncoderUnavailable(
-            f"cannot load CLIP {what} ({reason}); download them where there is network and pass "
+            f"cannot load CLIP {what} ({reason(e)}); download them where there is network and pass "
             f"--pretrained /path/to/open_clip_model.safetensors, or use --encoder conse"
         ) from e
 

@@ -19,7 +19,7 @@ import torch
 
 from cliplive.models import efficientnet_lite
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
-from cliplive.stream.files import atomic_path
+from cliplive.models.files import atomic_path
 
 TOP_CLASSES = 10
 

@@ -17,10 +17,13 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from cliplive.models.embedding import unit
+from cliplive.models.errors import InputError, Unavailable
+
 log = logging.getLogger(__name__)
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(Unavailable):
     """The encoder's weights or packages cannot be had; the message says what to do instead."""
 
 
@@ -73,14 +76,14 @@ class Encoder(ABC):
         """RGB uint8 frames (H, W, 3) -> (N, dim) float32, L2-normalised, one batch."""
         if len(frames) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return _unit(self._encode_pixels(self.preprocess(frames)))
+        return unit(self._encode_pixels(self.preprocess(frames)))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Sentences -> (N, dim) float32, L2-normalised; cached, since queries repeat for every frame."""
         texts = [check_query(t) for t in texts]
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
         if missing:
-            for text, vec in zip(missing, _unit(self._encode_texts(missing))):
+            for text, vec in zip(missing, unit(self._encode_texts(missing))):
                 self._text_cache[text] = vec
         return np.stack([self._text_cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
@@ -100,7 +103,7 @@ class Encoder(ABC):
 def check_query(text: str) -> str:
     text = " ".join(str(text).split())
     if not text:
-        raise ValueError("empty query: every -q sentence needs at least one word")
+        raise InputError("empty sentence: a sentence needs at least one word")
     return text
 
 
@@ -111,27 +114,6 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
     except FileNotFoundError:
-        raise ValueError(f"query image not found: {path}") from None
+        raise InputError(f"reference image not found: {path}") from None
     except (UnidentifiedImageError, OSError):
-        raise ValueError(f"query image is not a readable image: {path}") from None
-
-
-def _unit(x: torch.Tensor) -> np.ndarray:
-    x = x.float()
-    return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32, copy=False)
-
-
-ENCODERS = ("conse", "clip")
-
-
-def create_encoder(kind: str = "conse", model: str = "ViT-B-32", pretrained: str = "openai", **options) -> Encoder:
-    """The encoder named on the command line; heavy imports happen only for the one asked for."""
-    if kind == "clip":
-        from cliplive.models.clip import ClipEncoder
-
-        return ClipEncoder(model, pretrained, **options)
-    if kind == "conse":
-        from cliplive.models.conse import ConseEncoder
-
-        return ConseEncoder(**options)
-    raise ValueError(f"unknown encoder {kind!r}: choose one of {', '.join(ENCODERS)}")
+        raise InputError(f"reference image is not a readable image: {path}") from None

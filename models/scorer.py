@@ -22,6 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cliplive.models.embedding import CLIP_CALIBRATION
+from cliplive.models.errors import InputError
+
 FORMAT = "cliplive.scorer"
 FORMAT_VERSION = 1
 
@@ -33,8 +36,8 @@ class ScorerConfig:
     layers: int = 2
     window: int = 32  # frames each frame can attend to (itself included); 16 s at 2 fps
     mlp_ratio: int = 4
-    logit_scale: float = 25.0  # zero-shot calibration: relevance = scale * cosine + bias
-    logit_bias: float = -6.25
+    logit_scale: float = CLIP_CALIBRATION[0]  # zero-shot calibration: relevance = scale * cosine + bias
+    logit_bias: float = CLIP_CALIBRATION[1]
 
 
 @dataclass
@@ -169,8 +172,8 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 # --- checkpoints -------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(InputError):
+    """A scorer checkpoint that is missing, not ours, or does not fit the encoder."""
 
 
 def zero_shot(dim: int, calibration: tuple[float, float], **overrides) -> CausalScorer:
@@ -180,7 +183,7 @@ def zero_shot(dim: int, calibration: tuple[float, float], **overrides) -> Causal
 
 
 def save(scorer: CausalScorer, path: str, encoder_name: str, extra: dict | None = None) -> None:
-    from cliplive.stream.files import atomic_path
+    from cliplive.models.files import atomic_path
 
     payload = {
         "format": FORMAT,

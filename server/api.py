@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cliplive.server.bus import Subscription
 from cliplive.server.config import STREAM_NAME, QuerySet, StreamSpec
-from cliplive.server.service import ClipUnavailable, LiveStream, NotFound, Service, StreamExists
+from cliplive.server.service import LiveStream, Service
 from cliplive.server.store import HighlightRow, StoredEvent
+from cliplive.stream.pipeline import StreamSnapshot
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 REPLAY_PAGE = 500
@@ -40,34 +41,16 @@ StreamName = Annotated[str, Query(pattern=STREAM_NAME)]
 
 @contextmanager
 def client_errors() -> Iterator[None]:
-    """The service's refusals as 4xx JSON."""
+    """Around code that validates what the client sent: a pydantic ValidationError there is the client's
+    (422, as FastAPI answers for a bad body). The other errors map app-wide (cliplive.server.app):
+    InputError to its http_status, Unavailable to 503, anything else to a logged 500."""
     try:
         yield
-    except NotFound as e:
-        raise HTTPException(404, f"not found: {e.args[0]}") from None
-    except StreamExists as e:
-        raise HTTPException(409, str(e)) from None
-    except ClipUnavailable as e:
-        raise HTTPException(404, str(e)) from None
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False)) from None
-    except ValueError as e:  # a refused source, an unreadable reference image
-        raise HTTPException(400, str(e)) from None
 
 
 # --- models --------------------------------------------------------------------------------------
-
-
-class StreamMetrics(BaseModel):
-    input_fps: float | None = None
-    sampled_fps: float | None = None
-    dropped: int | None = None
-    reconnects: int | None = None
-    scored: int
-    events: int
-    encoder_lag_p50_s: float | None = None
-    latency_p50_s: float | None = None
-    latency_p99_s: float | None = None
 
 
 class StreamInfo(BaseModel):
@@ -79,15 +62,16 @@ class StreamInfo(BaseModel):
     origin: str = Field(description="config (the config file), api, or session (e.g. WebRTC; not kept across restarts)")
     state: str | None = Field(description="idle, connecting, live, stalled, reconnecting, ended")
     last_status: dict | None = Field(description="the stream's latest status event, with its reason (e.g. an error)")
-    metrics: StreamMetrics
+    metrics: StreamSnapshot
 
     @classmethod
     def of(cls, stream: LiveStream) -> StreamInfo:
         snapshot = stream.runner.snapshot()
         spec = stream.spec
         return cls(name=spec.name, source=mask_password(spec.source), sentences=spec.sentences, images=spec.images,
-                   fps=spec.fps, origin=stream.origin, state=snapshot["state"], last_status=stream.last_status,
-                   metrics=StreamMetrics.model_validate(snapshot))
+                   fps=spec.fps, origin=stream.origin, state=snapshot.state,
+                   last_status=status.to_dict() if (status := stream.runner.last_status) else None,
+                   metrics=snapshot)
 
 
 class Highlight(BaseModel):

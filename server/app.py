@@ -1,9 +1,17 @@
-"""The ASGI app (the API, `/healthz`, `/metrics`, and the guards around them) and the server that runs it."""
+"""The ASGI app (the API, `/healthz`, `/metrics`, and the guards around them) and the server that runs it.
+
+Errors map to responses in one place, here: an `InputError` (cliplive.models.errors) answers its
+`http_status` (400 unless the class says otherwise: 404 not found, 409 exists) and an `Unavailable` 503,
+both as JSON `{"detail": message}`; a pydantic ValidationError of what the client sent answers 422
+(`api.client_errors`); any other exception is a bug: its traceback is logged and the client gets a JSON
+500 `{"detail": "internal error"}`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,11 +20,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import uvicorn
 
+from cliplive.models.errors import InputError, Unavailable, one_line
 from cliplive.server import api, web, webrtc_api
 from cliplive.server.metrics import CONTENT_TYPE, registry_for
-from cliplive.server.security import BearerAuth, BodySizeLimit
+from cliplive.server.security import BearerAuth, BodySizeLimit, send_json
 from cliplive.server.service import Service
 
 log = logging.getLogger(__name__)
@@ -49,20 +59,52 @@ def create_app(service: Service, token: str | None) -> FastAPI:
         """Per-stream fps, drops and latency, encoder batches and throughput, in the Prometheus text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+    async def known_error(request: Request, error: InputError | Unavailable) -> JSONResponse:
+        return JSONResponse({"detail": one_line(error)}, status_code=error.http_status)
+
+    app.add_exception_handler(InputError, known_error)
+    app.add_exception_handler(Unavailable, known_error)
 
     app.mount("/", web.static_files(), name="web")  # last: it takes every path no route did
     app.openapi = lambda: app.openapi_schema or _openapi_with_bearer(app)
-    # Outermost last: CORS answers preflights, auth refuses before any body is read, then the size cap.
+    # Outermost last: CORS answers preflights, auth refuses before any body is read, then the size cap;
+    # innermost, what no exception handler answered becomes a logged JSON 500.
+    app.add_middleware(InternalErrors)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_body_bytes)
     app.add_middleware(BearerAuth, token=token, public_paths=("/healthz", *web.PUBLIC_PATHS))
     if service.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=service.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     return app
+
+
+class InternalErrors:
+    """An exception that no handler turned into a response is a bug: its traceback is logged and the client
+    gets a JSON 500. (Starlette's own ServerErrorMiddleware would answer plain text and re-raise it into
+    the server, which logs it a second time.) Once a response has started, it cannot be replaced: the
+    error is logged and re-raised, and the server closes the connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("internal error: %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await send_json(send, 500, {"detail": "internal error"})
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict:
@@ -89,6 +131,13 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.servers and self.servers[0].sockets:  # the port actually bound (the config may say 0: any)
+            port = self.servers[0].sockets[0].getsockname()[1]
+            host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+            print(f"cliplive: serving on http://{host}:{port} (API docs at /docs)", file=sys.stderr, flush=True)
 
     def handle_exit(self, sig, frame) -> None:
         if self._stopping or self._loop is None:

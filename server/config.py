@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from cliplive.models.errors import InputError
+from cliplive.models.spec import EncoderSpec
 from cliplive.stream.live import source_kind
 from cliplive.stream.segmenter import SegmenterConfig
 
@@ -22,7 +25,7 @@ STREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe in URLs, MQTT topics 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")  # what the API accepts unless local sources are allowed
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad configuration file; the message names the file and each offending key."""
 
 
@@ -75,18 +78,9 @@ class ServerSettings(StrictModel):
     cors_origins: list[str] = Field(default_factory=list)  # CORS stays off unless origins are listed
 
 
-class EncoderSettings(StrictModel):
-    kind: Literal["clip", "conse"] = "clip"
-    model: str = "ViT-B-32"  # open_clip model name or config .json
-    pretrained: str = "openai"  # open_clip tag or checkpoint path; 'random' only for tests
-    precision: Literal["fp32", "bf16"] = "fp32"
-    checkpoint: str | None = None  # a trained scorer (default: zero-shot)
-    max_batch: int = Field(16, ge=1, le=256)
-
-
 class Config(StrictModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
-    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)  # the CLI's encoder options, as one table
     segmenter: SegmenterConfig = Field(default_factory=SegmenterConfig)
     streams: list[StreamSpec] = Field(default_factory=list)
     webhooks: list[dict[str, Any]] = Field(default_factory=list)  # passed to cliplive.server.sinks.WebhookSink
@@ -120,18 +114,18 @@ def load_config(path: str | Path | None) -> Config:
     base = path.resolve().parent
     config.server.data_dir = base / config.server.data_dir
     encoder = config.encoder
-    if encoder.model.endswith(".json"):
-        encoder.model = str(base / encoder.model)
-    if (base / encoder.pretrained).is_file():
-        encoder.pretrained = str(base / encoder.pretrained)
-    if encoder.checkpoint:
-        encoder.checkpoint = str(base / encoder.checkpoint)
+    config.encoder = replace(
+        encoder,
+        model=str(base / encoder.model) if encoder.model.endswith(".json") else encoder.model,
+        pretrained=str(base / encoder.pretrained) if (base / encoder.pretrained).is_file() else encoder.pretrained,
+        checkpoint=str(base / encoder.checkpoint) if encoder.checkpoint else None,
+    )
     for i, stream in enumerate(config.streams):
         stream.source = _relative_to(base, stream.source)
         stream.images = [str(base / image) for image in stream.images]
         try:
             source_kind(stream.source)
-        except ValueError as e:
+        except InputError as e:
             raise ConfigError(f"{path}: streams[{i}] ({stream.name}): {e}") from None
     return config
 
@@ -145,14 +139,14 @@ def check_source(source: str, allow_local: bool) -> None:
     """Refuse what an API client may not make the server open: anything but rtsp(s)/http(s) URLs with a
     host, unless the config allows local sources (files, file:, devices, rtsp-listen://)."""
     if any(ord(c) < 33 or c == "\x7f" for c in source):
-        raise ValueError("source must not contain spaces or control characters")
+        raise InputError("source must not contain spaces or control characters")
     scheme = urlsplit(source).scheme.lower() if "://" in source else ""
     if scheme in NETWORK_SCHEMES:
         if not urlsplit(source).hostname:
-            raise ValueError(f"source URL has no host: {source!r}")
+            raise InputError(f"source URL has no host: {source!r}")
     elif not allow_local:
         allowed = ", ".join(f"{s}://" for s in NETWORK_SCHEMES)
-        raise ValueError(f"source refused: only {allowed} URLs are allowed (the server's config does not allow local sources)")
+        raise InputError(f"source refused: only {allowed} URLs are allowed (the server's config does not allow local sources)")
     source_kind(source)  # the remaining checks: a supported scheme, an existing file
 
 

@@ -1,23 +1,27 @@
-"""Which failures are the user's input or environment (one line, no traceback) and which are bugs."""
+"""How the command line reports a failure: by its class, never by guessing from a built-in type.
+
+- `InputError` (cliplive.models.errors; MediaError, CheckpointError, ConfigError...): what the user gave
+  is wrong: one line, exit status 2.
+- `Unavailable` (EncoderUnavailable, ClipWriteError...) and OSError (disk full, permission denied):
+  something the work needs cannot be had: one line, exit status 1.
+- Anything else is a bug: one `internal error` line, its traceback logged (logger `cliplive`, ERROR:
+  shown at every verbosity), exit status 1.
+"""
 
 from __future__ import annotations
 
-from cliplive.models.encoder import EncoderUnavailable
-from cliplive.models.scorer import CheckpointError
-from cliplive.stream.source import MediaError
+from cliplive.models.errors import InputError, Unavailable, one_line
 
 BAD_INPUT = 2
 UNAVAILABLE = 1
+INTERNAL = 1
 
 
 def describe(error: BaseException) -> tuple[str, int | None]:
     """(one-line message, exit status); status None marks an internal error (a bug)."""
-    from cliplive.server.cli import UserError
-    from cliplive.stream.clips import ClipWriteError
-
-    message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, (UserError, MediaError, CheckpointError, ValueError)):
+    message = one_line(error)
+    if isinstance(error, InputError):
         return message, BAD_INPUT
-    if isinstance(error, (EncoderUnavailable, ClipWriteError, OSError)):
+    if isinstance(error, (Unavailable, OSError)):
         return message, UNAVAILABLE
-    return f"internal error: {type(error).__name__}: {message} (run with -vv for the traceback)", None
+    return f"{type(error).__name__}: {message}", None

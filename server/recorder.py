@@ -23,8 +23,8 @@ from pathlib import Path
 
 import av
 
+from cliplive.models.files import atomic_path
 from cliplive.stream.clips import ClipWriteError
-from cliplive.stream.files import atomic_path
 from cliplive.stream.live import SourceOptions, av_options, backoff_delay
 
 log = logging.getLogger(__name__)

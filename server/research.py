@@ -1,8 +1,8 @@
 """The research commands: `cliplive extract`, `synthetic`, `train` and `evaluate`.
 
 extract (or synthetic) writes features in the community h5 layout, train fits the causal scorer on
-them, evaluate prints the protocol table. Bad input raises ValueError / MediaError, which the CLI
-reports as one line with exit status 2.
+them, evaluate prints the protocol table (TVSum/SumMe's, or QVHighlights' HIT@1 and mAP). Bad input
+raises InputError, which the CLI reports as one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -13,25 +13,27 @@ import math
 import sys
 from dataclasses import asdict
 
+from cliplive.models.errors import InputError
+from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec,
+                                     non_negative_float, positive_float)
+
 SPLITS = 5  # random 80/20 train/test splits, as the literature evaluates
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from cliplive.models.dataset import QUERY_SOURCES, SyntheticConfig
-    from cliplive.models.train import TARGETS, TrainConfig
-    from cliplive.server.cli import add_query_options, non_negative_float, positive_float
+    from cliplive.research.dataset import QUERY_SOURCES, SyntheticConfig
+    from cliplive.research.evaluate import PROTOCOLS
+    from cliplive.research.train import TARGETS, TrainConfig
 
     e = commands.add_parser("extract", help="features of videos in the community h5 layout, for train and evaluate")
     e.add_argument("videos", nargs="+", metavar="VIDEO")
     e.add_argument("--out", required=True, help="the features file to write (.h5)")
     add_query_options(e)
-    e.add_argument("--encoder", choices=("clip", "conse"), default="clip", help="clip (default) or conse (offline fallback)")
-    e.add_argument("--model", default="ViT-B-32", help="open_clip model name or config .json (default ViT-B-32)")
-    e.add_argument("--pretrained", default="openai", help="open_clip pretrained tag or local checkpoint path; 'random' only for tests")
-    e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="CLIP compute precision")
+    add_encoder_options(e, scorer=False)
     sampling = e.add_mutually_exclusive_group()
     sampling.add_argument("--every", type=int, help="sample every N-th frame (default 15, the TVSum/SumMe protocol)")
     sampling.add_argument("--fps", type=positive_float, help="sample this many frames per second instead")
-    e.add_argument("--annotations", help="TVSum's ydata-tvsum50-anno.tsv or SumMe's GT folder: joined by video file name")
+    e.add_argument("--annotations", help="TVSum's ydata-tvsum50-anno.tsv, SumMe's GT folder or QVHighlights' "
+                                         "highlight_*_release.jsonl (whose sentences become the queries): joined by video file name")
     e.add_argument("--splits", help="also write 5 random 80/20 train/test splits of the videos here (JSON; 5 videos or more)")
     e.add_argument("--seed", type=int, default=0, help="seed of the random splits")
     e.set_defaults(run=run_extract)
@@ -67,9 +69,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default 1: fastest for the small scorer)")
     t.set_defaults(run=run_train)
 
-    v = commands.add_parser("evaluate", help="the protocol table: F1, Kendall's tau, Spearman's rho per split")
+    v = commands.add_parser("evaluate", help="the protocol table: F1, Kendall's tau, Spearman's rho per split (or QVHighlights' HIT@1, mAP)")
     v.add_argument("--data", required=True, help="features file with annotations")
-    v.add_argument("--split", required=True, help="splits JSON (list of {train_keys, test_keys})")
+    v.add_argument("--protocol", choices=PROTOCOLS,
+                   help="summary (TVSum/SumMe: F1, tau, rho per split) or qvhighlights (HIT@1 and mAP over every labelled "
+                        "query); default: qvhighlights if the file has QVHighlights saliency, else summary")
+    v.add_argument("--split", help="splits JSON (list of {train_keys, test_keys}); required by the summary protocol")
     v.add_argument("--split-index", type=int, action="append", help="evaluate only this split (repeatable; default all)")
     v.add_argument("--checkpoint", help="trained scorer; '{split}' in the path is replaced by the split index "
                                         "(one checkpoint per split). Default: the zero-shot scorer")
@@ -91,11 +96,11 @@ def lookahead(text: str) -> float:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from cliplive.models.dataset import make_splits, read_annotations, write_h5, write_splits
-    from cliplive.server.cli import check_writable, make_encoder
+    from cliplive.research.dataset import make_splits, read_annotations, write_h5, write_splits
+    from cliplive.research.extract import PROTOCOL_EVERY, Sampling, extract
+    from cliplive.models.spec import create_encoder
     from cliplive.server.progress import progress_bar
     from cliplive.stream.engine import Queries
-    from cliplive.stream.extract import PROTOCOL_EVERY, Sampling, extract
     from cliplive.stream.source import FileSource
 
     # Everything the user can get wrong is checked before a model loads.
@@ -103,15 +108,15 @@ def run_extract(args: argparse.Namespace) -> int:
         if out:
             check_writable(out)
     if args.splits and len(args.videos) < SPLITS:
-        raise ValueError(f"--splits makes {SPLITS} train/test splits: it needs at least {SPLITS} videos")
+        raise InputError(f"--splits makes {SPLITS} train/test splits: it needs at least {SPLITS} videos")
     sampling = Sampling(every=None, fps=args.fps) if args.fps else Sampling(every=args.every or PROTOCOL_EVERY)
     for video in args.videos:
         with FileSource(video):
             pass
     if args.annotations:
         read_annotations(args.annotations)
-    encoder = make_encoder(args)
-    queries = Queries.build(encoder, args.query, args.query_image) if args.query or args.query_image else None
+    encoder = create_encoder(encoder_spec(args))
+    queries = Queries.build(encoder, args.sentences, args.images) if args.sentences or args.images else None
     with progress_bar("extracting") as bar:
         progress = (lambda i, fraction: bar((i + fraction) / len(args.videos))) if bar else None
         data = extract(args.videos, encoder, sampling, queries, args.annotations, progress)
@@ -123,14 +128,13 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
-    from cliplive.models.dataset import SyntheticConfig, make_splits, synthetic_benchmark, write_h5, write_splits
-    from cliplive.server.cli import check_writable
+    from cliplive.research.dataset import SyntheticConfig, make_splits, synthetic_benchmark, write_h5, write_splits
 
     for out in (args.out, args.splits):
         if out:
             check_writable(out)
     if min(args.videos, args.steps, args.dim) < 2:
-        raise ValueError("--videos, --steps and --dim must be at least 2")
+        raise InputError("--videos, --steps and --dim must be at least 2")
     data = synthetic_benchmark(SyntheticConfig(videos=args.videos, steps=args.steps, dim=args.dim, seed=args.seed))
     write_h5(args.out, data)
     if args.splits:
@@ -141,9 +145,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
-    from cliplive.models.dataset import read_h5, read_splits
-    from cliplive.models.train import TrainConfig, train
-    from cliplive.server.cli import check_writable
+    from cliplive.research.dataset import read_h5, read_splits
+    from cliplive.research.train import TrainConfig, train
 
     check_writable(args.out)
     data = read_h5(args.data)
@@ -166,32 +169,44 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
-    from cliplive.models.dataset import read_h5, read_splits
-    from cliplive.models.evaluate import UNLIMITED, evaluate, format_table
+    from cliplive.research.dataset import read_h5, read_splits
+    from cliplive.research.evaluate import UNLIMITED, evaluate, evaluate_highlights, format_highlights, format_table
 
     if args.json and args.json != "-":
-        from cliplive.server.cli import check_writable
-
         check_writable(args.json)
     data = read_h5(args.data)
-    splits = read_splits(args.split)
-    indices = args.split_index or list(range(len(splits)))
-    for index in indices:
-        _split(splits, index)
+    protocol = args.protocol or data.protocol
+    name = args.checkpoint or "zero-shot"
 
-    def scorer_for(index: int):
+    def scorer_for(index: int | None):
+        """The split's scorer; None: the one checkpoint as given."""
         if not args.checkpoint:
             return scorer_lib.zero_shot(data.dim, data.info.calibration)
-        return scorer_lib.load(args.checkpoint.replace("{split}", str(index)), encoder_name=data.info.encoder, dim=data.dim)
+        path = args.checkpoint if index is None else args.checkpoint.replace("{split}", str(index))
+        return scorer_lib.load(path, encoder_name=data.info.encoder, dim=data.dim)
 
-    rows = evaluate(data, splits, scorer_for, args.lookahead or [UNLIMITED], args.mode, args.queries, indices)
-    mode = args.mode or data.info.f1_mode
-    name = args.checkpoint or "zero-shot"
-    report = {"data": args.data, "scorer": name, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
+    if protocol == "qvhighlights":
+        if args.split or args.split_index or args.lookahead or args.mode or args.queries == "centroid":
+            raise InputError("--split, --split-index, --lookahead, --mode and --queries centroid belong to the summary "
+                             "protocol; qvhighlights scores every labelled query with its own sentence")
+        result = evaluate_highlights(data, scorer_for(None))
+        report = {"data": args.data, "scorer": name, "protocol": protocol, **asdict(result)}
+        table = format_highlights(result, f"{args.data}: scorer {name}, QVHighlights (saliency >= {result.threshold}) in %")
+    else:
+        if not args.split:
+            raise InputError("the summary protocol needs --split (a splits JSON, as extract --splits writes)")
+        splits = read_splits(args.split)
+        indices = args.split_index or list(range(len(splits)))
+        for index in indices:
+            _split(splits, index)
+        rows = evaluate(data, splits, scorer_for, args.lookahead or [UNLIMITED], args.mode, args.queries, indices)
+        mode = args.mode or data.info.f1_mode
+        report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
+        table = format_table(rows, f"{args.data}: scorer {name}, F1 ({mode} over annotators) in %")
     if args.json == "-":
         print(json.dumps(report))
         return 0
-    print(format_table(rows, f"{args.data}: scorer {name}, F1 ({mode} over annotators) in %"))
+    print(table)
     if args.json:
         from cliplive.stream.summarize import write_json
 
@@ -201,5 +216,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _split(splits: list[dict], index: int) -> dict:
     if not 0 <= index < len(splits):
-        raise ValueError(f"split index {index} out of range: the splits file has {len(splits)}")
+        raise InputError(f"split index {index} out of range: the splits file has {len(splits)}")
     return splits[index]

@@ -14,6 +14,8 @@ from urllib.parse import parse_qs
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cliplive.models.errors import InputError
+
 TOKEN_FILE = "token"
 
 
@@ -23,7 +25,7 @@ def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if len(token) < 16:
-            raise ValueError(f"{path}: the stored token is too short; delete the file to generate a new one")
+            raise InputError(f"{path}: the stored token is too short; delete the file to generate a new one")
         return token, False
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)

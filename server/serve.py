@@ -8,6 +8,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from cliplive.models.errors import InputError
+from cliplive.server.options import add_encoder_options, encoder_spec
+
 if TYPE_CHECKING:
     from cliplive.server.config import Config
 
@@ -18,40 +21,47 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to bind (default: the config's, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: the config's, else 8080)")
     p.add_argument("--no-auth", action="store_true", help="no bearer token; only allowed on a loopback address")
+    add_encoder_options(p, config_file=True)
     p.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cliplive.models.encoder import EncoderUnavailable
+    from cliplive.models.spec import create_encoder, load_scorer
     from cliplive.server.app import GracefulServer, create_app
-    from cliplive.server.cli import UserError, make_encoder, make_scorer
     from cliplive.server.config import is_loopback, load_config
     from cliplive.server.security import load_or_create_token
     from cliplive.server.service import Service
 
     config = load_config(args.config)
+    config.encoder = encoder_spec(args, base=config.encoder)  # the command line wins over the file
     server = config.server
     server.host = args.host or server.host
     server.port = server.port if args.port is None else args.port
     if args.no_auth and not is_loopback(server.host):
-        raise UserError(f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {server.host}")
-    token = None
+        raise InputError(f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {server.host}")
+    sinks = sinks_from_config(config)  # config mistakes show before the model loads
+    try:
+        encoder = create_encoder(config.encoder)
+    except EncoderUnavailable as e:
+        if args.config is None:
+            raise
+        raise EncoderUnavailable(f"{e}; in {args.config} the same goes in the [encoder] table (kind = \"conse\", "
+                                 f"pretrained = \"/path\"), which command-line options override") from e
+    scorer = load_scorer(config.encoder, encoder)
+    token = None  # once the models loaded: a start that fails prints its one error line and creates nothing
     if not args.no_auth:
         token, created = (server.token, False) if server.token else load_or_create_token(server.data_dir)
         if created:  # the only time it is shown
             print(f"cliplive: generated an API token, saved in {server.data_dir / 'token'}:\n{token}", file=sys.stderr)
-    sinks = sinks_from_config(config)  # config mistakes show before the model loads
-    encoder_args = argparse.Namespace(encoder=config.encoder.kind, model=config.encoder.model, pretrained=config.encoder.pretrained,
-                                      precision=config.encoder.precision, checkpoint=config.encoder.checkpoint)
-    encoder = make_encoder(encoder_args)
-    service = Service(config, encoder, make_scorer(encoder_args, encoder))
+    service = Service(config, encoder, scorer)
     for sink in sinks:
         service.add_sink(sink)
     log_level = "info" if args.verbose else "warning"
     uvicorn_config = uvicorn.Config(create_app(service, token), host=server.host, port=server.port, log_level=log_level,
                                     access_log=args.verbose >= 2, timeout_graceful_shutdown=5)
-    print(f"cliplive: serving on http://{server.host}:{server.port} (API docs at /docs)", file=sys.stderr)
     GracefulServer(uvicorn_config, service).run()
     return 0
 
@@ -70,6 +80,6 @@ def sinks_from_config(config: Config) -> list:
     for where, sink_class, options in wanted:
         try:
             built.append(sink_class(**options))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, InputError) as e:  # the table's keys are the sink's keyword arguments
             raise ConfigError(f"{where}: {e}") from None
     return built

@@ -1,12 +1,10 @@
 """The service: live streams, the store and the event bus, glued together.
 
-Every event a stream emits (highlights and status changes) is committed to the store first, where it
-gets its id, and only then fanned out to subscribers and sinks: what any client has seen is on disk.
-Streams share one batched encoder. Those declared in the config file start at every start; those added
-through the API are stored and start again after a restart, until deleted.
-
-The service composes runtime.py's `BatchedEncoder` and `StreamRunner` itself rather than use
-`Runtime`, because it needs per-stream lifecycles (delete one stream, add it again under the same name).
+Streams run in one `cliplive.stream.pipeline.Pipeline` (one shared batched encoder), whose one event
+route is `Service.emit`: every event a stream emits (highlights and status changes) is committed to the
+store first, where it gets its id, and only then fanned out to subscribers and sinks: what any client
+has seen is on disk. Streams declared in the config file start at every start; those added through
+the API are stored and start again after a restart, until deleted.
 """
 
 from __future__ import annotations
@@ -16,23 +14,26 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from cliplive.models.encoder import Encoder
-from cliplive.models.scorer import CausalScorer, zero_shot
+from cliplive.models.errors import InputError, Unavailable
+from cliplive.models.scorer import CausalScorer
 from cliplive.server.bus import EventBus, Subscription
 from cliplive.server.config import Config, StreamSpec, check_source
 from cliplive.server.recorder import RECORDABLE_KINDS, PacketRecorder
 from cliplive.server.store import HighlightRow, Store, StoredEvent
-from cliplive.server.thumbnails import FrameTap, encode_jpeg
+from cliplive.server.thumbnails import RecentFrames, encode_jpeg
 from cliplive.stream.clips import ClipWriteError, write_summary
-from cliplive.stream.engine import Highlighter, Queries
+from cliplive.stream.engine import Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent
-from cliplive.stream.live import AVSource, SourceOptions, source_kind
-from cliplive.stream.runtime import BatchedEncoder, StreamRunner
+from cliplive.stream.live import Source, SourceOptions, source_kind
+from cliplive.stream.pipeline import Observer, Pipeline, PipelineSnapshot, StreamRunner
+
+if TYPE_CHECKING:
+    from cliplive.server.sinks import SinkMetrics
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,26 @@ CLIP_POST_ROLL = 1.0  # ... and after its end
 STORE_SAMPLES = 1000
 
 
-class StreamExists(ValueError):
-    pass
+class StreamExists(InputError):
+    http_status = 409
 
 
-class NotFound(KeyError):
-    pass
+class NotFound(InputError):
+    http_status = 404
+
+    def __init__(self, what: str):
+        super().__init__(f"not found: {what}")
 
 
-class ClipUnavailable(RuntimeError):
-    pass
+class ClipUnavailable(InputError):
+    http_status = 404
 
 
 class Sink(Protocol):
     """An event consumer fed from the bus (cliplive.server.sinks: webhooks, MQTT)."""
 
     name: str
+    metrics: SinkMetrics
 
     async def publish(self, event: dict) -> None: ...
 
@@ -68,11 +73,9 @@ class Sink(Protocol):
 class LiveStream:
     spec: StreamSpec
     origin: Origin
-    tap: FrameTap
+    frames: RecentFrames
     runner: StreamRunner
-    task: asyncio.Task
     recorder: PacketRecorder | None
-    last_status: dict | None = None
     deleting: bool = False
     thumbnail_ts: dict[int, float] = field(default_factory=dict)  # open highlight id -> best frame of its thumbnail
 
@@ -80,8 +83,7 @@ class LiveStream:
 class Service:
     def __init__(self, config: Config, encoder: Encoder, scorer: CausalScorer | None = None):
         self.config, self.settings, self.encoder = config, config.server, encoder
-        self.scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
-        self.batcher = BatchedEncoder(encoder, max_batch=config.encoder.max_batch)
+        self.pipeline = Pipeline(encoder, self.emit, scorer, config.segmenter, max_batch=config.encoder.max_batch)
         self.bus = EventBus()
         self.streams: dict[str, LiveStream] = {}
         self.sinks: list[Sink] = []
@@ -121,9 +123,9 @@ class Service:
             return
         self._running = False
         for stream in self.streams.values():
-            self._stop_stream(stream)
-        await asyncio.gather(*(s.task for s in self.streams.values()), return_exceptions=True)
-        self.batcher.close()
+            if stream.recorder:
+                stream.recorder.stop()
+        await self.pipeline.stop()
         for task in self._clip_tasks:  # their packet buffers are gone with the recorders
             task.cancel()
         self.bus.close()  # subscribers and sink forwarders get what is queued, then their end
@@ -134,15 +136,16 @@ class Service:
 
     # --- streams ---------------------------------------------------------------------------------
 
-    async def add_stream(self, spec: StreamSpec, origin: Origin = "api", source=None) -> LiveStream:
+    async def add_stream(self, spec: StreamSpec, origin: Origin = "api", source: Source | None = None,
+                         observers: list[Observer] = ()) -> LiveStream:
         """Start a stream. API streams are checked against the source policy; `source` is a ready-made
-        source (e.g. WebRTC) built with `on_status=service.emit`."""
+        source (e.g. WebRTC); `observers` see each of its scored frames (e.g. a live score plot)."""
         self._check_new(spec, origin)
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
         self._check_new(spec, origin)  # again: another request may have taken the name meanwhile
         if origin != "session":
             self.store.save_stream(spec.name, spec.model_dump(mode="json"), origin)
-        return self._launch(spec, origin, queries, source)
+        return self._launch(spec, origin, queries, source, list(observers))
 
     async def update_queries(self, name: str, sentences: list[str], images: list[str]) -> LiveStream:
         """Look for other sentences on a running stream, without restarting it; open segments end."""
@@ -151,8 +154,7 @@ class Service:
         if stream.origin == "api":
             self._check_images(spec)
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
-        for event in stream.runner.highlighter.set_queries(queries):
-            self.emit(event)
+        self.pipeline.set_queries(name, queries)
         stream.spec = spec
         if stream.origin != "session":
             self.store.save_stream(name, spec.model_dump(mode="json"), stream.origin)
@@ -162,9 +164,9 @@ class Service:
         """Stop a stream; its open segments end, its highlights stay stored."""
         stream = self.stream(name)
         stream.deleting = True
-        self._stop_stream(stream)
-        with suppress(Exception):
-            await stream.task
+        if stream.recorder:
+            stream.recorder.stop()
+        await self.pipeline.remove(name)
         del self.streams[name]
         if stream.origin != "session":
             self.store.delete_stream(name)
@@ -184,35 +186,27 @@ class Service:
 
     def _check_images(self, spec: StreamSpec) -> None:
         if spec.images and not self.settings.allow_local_sources:
-            raise ValueError("reference images are files on the server: the server's config does not allow local sources")
+            raise InputError("reference images are files on the server: the server's config does not allow local sources")
 
     async def _start_logged(self, spec: StreamSpec, origin: Origin) -> None:
         """At startup one broken stream (a file gone, an image unreadable) must not keep the others down."""
         try:
             await self.add_stream(spec, origin)
-        except (ValueError, OSError) as e:
+        except (InputError, Unavailable, OSError) as e:
             log.error("stream %s not started: %s", spec.name, e)
 
-    def _launch(self, spec: StreamSpec, origin: Origin, queries: Queries, source) -> LiveStream:
-        options = SourceOptions(fps=spec.fps, short_side=self.encoder.image_size, **spec.options.model_dump())
-        tap = FrameTap(source or AVSource(spec.source, spec.name, options, on_status=self.emit), spec.fps)
-        highlighter = Highlighter(self.scorer, queries, self.config.segmenter, stream=spec.name)
-        runner = StreamRunner(spec.name, tap, highlighter, self.batcher, self.emit)
+    def _launch(self, spec: StreamSpec, origin: Origin, queries: Queries, source: Source | None,
+                observers: list[Observer]) -> LiveStream:
+        options = self.pipeline.source_options(SourceOptions(fps=spec.fps, **spec.options.model_dump()))
+        frames = RecentFrames(spec.fps)
+        runner = self.pipeline.add(spec.name, source or spec.source, queries, options, [frames, *observers])
         recorder = None
         kind = source_kind(spec.source) if source is None else None
         if kind in RECORDABLE_KINDS and self.settings.buffer_minutes > 0:
             recorder = PacketRecorder(spec.source, spec.name, kind, self.settings.buffer_minutes, options)
             recorder.start()
-        task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{spec.name}")
-        task.add_done_callback(_log_failure)
-        self.streams[spec.name] = stream = LiveStream(spec, origin, tap, runner, task, recorder)
+        self.streams[spec.name] = stream = LiveStream(spec, origin, frames, runner, recorder)
         return stream
-
-    @staticmethod
-    def _stop_stream(stream: LiveStream) -> None:
-        stream.tap.stop()
-        if stream.recorder:
-            stream.recorder.stop()
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -231,21 +225,18 @@ class Service:
             return
         self.store_seconds.append(time.perf_counter() - started)
         self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
-        if stream is None:
+        if stream is None or data["kind"] != "highlight":
             return
-        if data["kind"] == "status":
-            stream.last_status = data
-        else:
-            self._keep_thumbnail(data, stream)
-            if data["type"] == "end" and stream.recorder and self._running:
-                task = asyncio.get_running_loop().create_task(self._record_clip(data["highlight_id"], stream.recorder))
-                self._clip_tasks.add(task)
-                task.add_done_callback(self._clip_tasks.discard)
+        self._keep_thumbnail(data, stream)
+        if data["type"] == "end" and stream.recorder and self._running:
+            task = asyncio.get_running_loop().create_task(self._record_clip(data["highlight_id"], stream.recorder))
+            self._clip_tasks.add(task)
+            task.add_done_callback(self._clip_tasks.discard)
 
     def _record_highlight(self, data: dict, stream: LiveStream | None) -> None:
         """Keep the highlight's row in step with its event, and give the event the row's id: the
         segmenter's ids restart with each run of a stream, the row's never repeat."""
-        wall_time = stream.tap.wall_time if stream else lambda t: time.time()
+        wall_time = stream.frames.wall_time if stream else lambda t: time.time()
         highlight_id = self.store.open_highlight(data["stream"], data["id"])
         if highlight_id is None:
             source = stream.spec.source if stream else ""
@@ -258,7 +249,7 @@ class Service:
         """JPEG of the best frame whenever it changes (at most about once a second per open highlight;
         about 1 ms for a 224x398 frame, so it runs on the loop)."""
         highlight_id, best = data["highlight_id"], data["best_frame_ts"]
-        if stream.thumbnail_ts.get(highlight_id) != best and (frame := stream.tap.nearest(best)) is not None:
+        if stream.thumbnail_ts.get(highlight_id) != best and (frame := stream.frames.nearest(best)) is not None:
             self.store.set_thumbnail(highlight_id, encode_jpeg(frame.image))
             stream.thumbnail_ts[highlight_id] = best
         if data["type"] == "end":
@@ -299,8 +290,10 @@ class Service:
         try:
             await asyncio.to_thread(recorder.clip, row.wall_start - CLIP_PRE_ROLL, row.wall_end + CLIP_POST_ROLL,
                                     self.clips_dir / f"{highlight_id}.mp4")
-        except (ClipWriteError, OSError, ValueError) as e:
+        except (ClipWriteError, OSError) as e:
             log.warning("no clip for highlight %d: %s", highlight_id, e)
+        except Exception:
+            log.exception("no clip for highlight %d", highlight_id)
 
     async def clip(self, highlight_id: int) -> Path:
         """The highlight's mp4: recorded when it ended (live sources), or cut from the file now (files)."""
@@ -329,23 +322,22 @@ class Service:
 
     # --- metrics ---------------------------------------------------------------------------------
 
-    def metrics(self) -> dict:
-        return {
-            "streams": [s.runner.snapshot() for s in self.streams.values()],
-            "encoder": self.batcher.metrics(),
-            "subscribers": len(self.bus.subscribers),
-            "subscribers_dropped": self.bus.dropped,
-            "store_seconds": list(self.store_seconds),
-        }
+    def snapshot(self) -> ServiceSnapshot:
+        return ServiceSnapshot(self.pipeline.snapshot(), [(sink.name, sink.metrics) for sink in self.sinks],
+                               len(self.bus.subscribers), self.bus.dropped, list(self.store_seconds))
 
 
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s failed: %r", task.get_name(), task.exception())
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    pipeline: PipelineSnapshot
+    sinks: list[tuple[str, SinkMetrics]]
+    subscribers: int
+    subscribers_dropped: int
+    store_seconds: list[float]  # recent events' commit times
 
 
 def clip_source_kind(row: HighlightRow) -> str | None:
     try:
         return source_kind(row.source)
-    except ValueError:  # a file since removed, or a source the service did not open itself
+    except InputError:  # a file since removed, or a source the service did not open itself
         return None

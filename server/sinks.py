@@ -25,12 +25,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import aiomqtt
 import httpx
 
+from cliplive.models.errors import InputError
 from cliplive.stream.live import backoff_delay
+from cliplive.stream.pipeline import counter
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,12 @@ SIGNATURE_MAX_AGE = 300.0  # seconds a signed delivery stays acceptable to `veri
 
 @dataclass
 class SinkMetrics:
-    delivered: int = 0  # events (webhook) or messages (MQTT) the endpoint accepted
-    failed: int = 0  # given up on: retries exhausted, refused with a 4xx, or not JSON-serialisable
-    retried: int = 0  # webhook: extra delivery attempts; MQTT: reconnection attempts
-    dropped: int = 0  # pushed out of a full backlog before delivery
+    """Exported to Prometheus as `cliplive_sink_<name>` (the field metadata)."""
+
+    delivered: int = field(default=0, metadata=counter("Events (webhook) or messages (MQTT) the endpoint accepted"))
+    failed: int = field(default=0, metadata=counter("Given up on: retries exhausted, refused with a 4xx, or not JSON-serialisable"))
+    retried: int = field(default=0, metadata=counter("Webhook: extra delivery attempts; MQTT: reconnection attempts"))
+    dropped: int = field(default=0, metadata=counter("Pushed out of a full backlog before delivery"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +61,7 @@ class Backlog:
 
     def __init__(self, size: int):
         if size < 1:
-            raise ValueError("queue size must be at least 1")
+            raise InputError("queue size must be at least 1")
         self.size = size
         self._items: deque = deque()
         self._ready = asyncio.Event()
@@ -208,7 +212,7 @@ class WebhookSink(QueuedSink):
     ):
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"webhook URL must be http(s)://host/...: {url!r}")
+            raise InputError(f"webhook URL must be http(s)://host/...: {url!r}")
         super().__init__(f"webhook {parsed.host}", streams, kinds, queue_size)  # no path: it may hold a token
         self.url, self.secret = url, secret
         self.max_retries, self.timeout = max_retries, timeout

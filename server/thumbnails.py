@@ -1,7 +1,7 @@
-"""The last few sampled frames of a stream, for highlight thumbnails and for placing media time on the wall clock.
+"""The last few scored frames of a stream, for highlight thumbnails and for placing media time on the wall clock.
 
-`FrameTap` wraps a source (same pull interface) and remembers what passes through: the frames the
-encoder sees, already scaled to its input size, so a thumbnail costs no extra decoding. Only a few
+`RecentFrames` observes a pipeline stream (`cliplive.stream.pipeline.Observer`) and keeps the frames the
+encoder saw, already scaled to its input size, so a thumbnail costs no extra decoding. Only a few
 seconds are kept (a highlight's best frame is reported within about a second of being seen, plus the
 segmenter's lookahead), so memory stays at `seconds * fps` frames per stream.
 """
@@ -16,31 +16,18 @@ from collections import deque
 import numpy as np
 from PIL import Image
 
+from cliplive.stream.pipeline import ScoredFrame
 from cliplive.stream.source import Frame
 
 KEEP_SECONDS = 10.0
 
 
-class FrameTap:
-    def __init__(self, source, fps: float, seconds: float = KEEP_SECONDS):
-        self.source = source
+class RecentFrames:
+    def __init__(self, fps: float, seconds: float = KEEP_SECONDS):
         self.frames: deque[Frame] = deque(maxlen=math.ceil(fps * seconds) + 1)
 
-    async def recv(self) -> Frame:
-        frame = await self.source.recv()
-        self.frames.append(frame)
-        return frame
-
-    def stop(self) -> None:
-        self.source.stop()
-
-    @property
-    def state(self) -> str:
-        return self.source.state
-
-    @property
-    def metrics(self):
-        return self.source.metrics
+    def __call__(self, scored: ScoredFrame) -> None:
+        self.frames.append(scored.frame)
 
     def nearest(self, t: float) -> Frame | None:
         """The kept frame closest to media time `t`."""

@@ -27,7 +27,6 @@ from contextlib import suppress
 from typing import Annotated, Literal
 
 import aioice.ice
-import numpy as np
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -35,8 +34,9 @@ from pydantic import BaseModel, Field
 
 from cliplive.server.api import ServiceDep, client_errors
 from cliplive.server.config import STREAM_NAME, Sentence, StreamSpec, StrictModel
-from cliplive.server.service import LiveStream, Service, StreamExists
+from cliplive.server.service import LiveStream, NotFound, Service, StreamExists
 from cliplive.stream.live import SourceOptions
+from cliplive.stream.pipeline import ScoredFrame
 from cliplive.stream.webrtc import WebRTCSource
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,12 @@ class Session:
         else:
             self.pending.append(text)
 
-    def on_scores(self, t: float, relevance: np.ndarray) -> None:
+    def send_scores(self, scored: ScoredFrame) -> None:
+        """A pipeline observer: each frame's relevance, for the page's live plot."""
         if self.channel is not None and self.channel.readyState == "open" and self.channel.bufferedAmount > MAX_BUFFERED:
             return  # a slow client misses plot points, never highlight events
-        self.send({"kind": "scores", "stream": self.stream, "t": round(t, 3),
-                   "relevance": [round(float(x), 4) for x in relevance]})
+        self.send({"kind": "scores", "stream": self.stream, "t": round(scored.frame.t, 3),
+                   "relevance": [round(float(x), 4) for x in scored.relevance]})
 
     def close_soon(self) -> None:
         if self.closing is None:
@@ -102,7 +103,7 @@ class Session:
     async def close(self) -> None:
         """Stop the stream (its `end` events still reach the channel if it is open), then the connection."""
         if self.owns_stream:
-            with suppress(KeyError, RuntimeError):  # gone already: deleted through the API, or the service stopped
+            with suppress(NotFound, RuntimeError):  # gone already: deleted through the API, or the service stopped
                 await self.service.delete_stream(self.stream)
         await asyncio.sleep(0)  # let the forwarder send those `end` events
         self.subscription.close()
@@ -157,18 +158,16 @@ async def start_session(service: Service, offer_sdp: str, sentences: list[str], 
         raise HTTPException(400, "the offer sends no video track")
     session = Session(session_id, service, pc, spec.name)
     pc.on("datachannel", session.attach)
-    source = WebRTCSource(tracks[0], spec.name, SourceOptions(fps=spec.fps, short_side=service.encoder.image_size),
-                          on_status=service.emit)
+    source = WebRTCSource(tracks[0], spec.name, service.pipeline.source_options(SourceOptions(fps=spec.fps)))
     try:
         with client_errors():
-            stream: LiveStream = await service.add_stream(spec, "session", source=source)
+            stream: LiveStream = await service.add_stream(spec, "session", source, observers=[session.send_scores])
     except BaseException:
         source.stop()
         await session.close()
         raise
     session.owns_stream = True
-    stream.runner.highlighter.on_scores = session.on_scores
-    stream.task.add_done_callback(lambda _: session.close_soon())  # the track ended, or the stream was deleted
+    stream.runner.task.add_done_callback(lambda _: session.close_soon())  # the track ended, or the stream was deleted
 
     @pc.on("connectionstatechange")
     def _on_state() -> None:

@@ -19,14 +19,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cliplive.stream.files import atomic_path
+from cliplive.models.errors import Unavailable, reason
+from cliplive.models.files import atomic_path
+from cliplive.stream.source import pts_seconds
 
 CUT_TOLERANCE = 1e-6  # seconds: float noise when comparing frame times with cut points
 AUDIO_WAIT = 1.0  # seconds of video past a range's end to read while waiting for its audio
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
-class ClipWriteError(RuntimeError):
+class ClipWriteError(Unavailable):
     """The clip could not be written; the message is one line for the user."""
 
 
@@ -51,7 +53,7 @@ def write_summary(
         with atomic_path(out, suffix=".mp4") as tmp:
             return _write(reader, ranges, tmp, progress)
     except OSError as e:
-        raise ClipWriteError(f"cannot write {out}: {_reason(e)}") from None
+        raise ClipWriteError(f"cannot write {out}: {reason(e)}") from None
     finally:
         reader.close()
 
@@ -131,7 +133,7 @@ class _Reader:
         try:
             self.container = av.open(self.path)
         except (av.error.FFmpegError, OSError) as e:
-            raise ClipWriteError(f"cannot read {self.path}: {_reason(e)}") from None
+            raise ClipWriteError(f"cannot read {self.path}: {reason(e)}") from None
         streams = self.container.streams
         self.video = streams.video[0] if streams.video else None
         self.audio = streams.audio[0] if streams.audio else None
@@ -176,8 +178,9 @@ class _Reader:
             for packet in self.container.demux(*streams):
                 for frame in packet.decode():
                     stream = packet.stream
-                    if frame.pts is not None:
-                        time = float(frame.pts * frame.time_base) - self.origin
+                    time = pts_seconds(frame)
+                    if time is not None:
+                        time -= self.origin
                     elif next_time[stream] is None:
                         continue
                     else:
@@ -186,7 +189,7 @@ class _Reader:
                     next_time[stream] = time + (1 / self.rate if is_video else frame.samples / frame.sample_rate)
                     yield _Decoded(is_video, time, frame)
         except av.error.FFmpegError as e:
-            raise ClipWriteError(f"cannot decode {self.path}: {_reason(e)}") from None
+            raise ClipWriteError(f"cannot decode {self.path}: {reason(e)}") from None
 
 
 class _Summary:
@@ -329,6 +332,3 @@ def _slice(frame: av.AudioFrame, first: int, last: int) -> av.AudioFrame:
     piece.sample_rate = frame.sample_rate
     return piece
 
-
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from cliplive.models.encoder import Encoder, check_query
+from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer
 from cliplive.stream.events import HighlightEvent
 from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig
@@ -30,7 +31,7 @@ class Queries:
         if images:
             parts.append(encoder.encode_images(images))
         if not parts:
-            raise ValueError("no queries: give at least one sentence or reference image")
+            raise InputError("no queries: give at least one sentence or reference image")
         labels = [check_query(t) for t in texts] + [f"image:{p}" for p in images]
         return cls(labels, np.concatenate(parts).astype(np.float32))
 
@@ -57,20 +58,18 @@ class Highlighter:
         self.state = scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream)
         self.history = FrameScores() if keep_history else None
-        self.on_scores: Callable[[float, np.ndarray], None] | None = None  # per frame (t, relevance logits): live plots
+
+    def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
+        """Score one frame: its relevance logits (one per query) and the events it causes."""
+        out = self.scorer.step(self.state, torch.from_numpy(np.asarray(embedding, np.float32)), self._query_tensor)
+        relevance = out.relevance.numpy()
+        if self.history is not None:
+            self.history.relevance.append(relevance)
+            self.history.score.append(float(out.score))
+        return relevance, self.segmenter.push(float(t), relevance)
 
     def push_embeddings(self, times: Sequence[float], embeddings: np.ndarray) -> list[HighlightEvent]:
-        events: list[HighlightEvent] = []
-        for t, embedding in zip(times, torch.from_numpy(np.asarray(embeddings, np.float32))):
-            out = self.scorer.step(self.state, embedding, self._query_tensor)
-            relevance = out.relevance.numpy()
-            if self.history is not None:
-                self.history.relevance.append(relevance)
-                self.history.score.append(float(out.score))
-            if self.on_scores is not None:
-                self.on_scores(float(t), relevance)
-            events.extend(self.segmenter.push(float(t), relevance))
-        return events
+        return [event for t, embedding in zip(times, embeddings) for event in self.push(t, embedding)[1]]
 
     def close(self, t_end: float | None = None) -> list[HighlightEvent]:
         return self.segmenter.close(t_end)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -61,6 +61,11 @@ class HighlightEvent:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
+def segment_id(stream: str, number: int) -> str:
+    """The id of a stream's `number`-th highlight (from 1): in its events and in summaries alike."""
+    return f"{stream}-{number}"
+
+
 @dataclass(frozen=True)
 class Segment:
     """A finished highlight: [start, end) seconds of media time, matching one query."""
@@ -109,9 +114,9 @@ class StatusEvent:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-def metrics_event(metrics: dict) -> dict:
-    """A snapshot of the runtime's per-stream and encoder metrics, in the event envelope."""
-    return {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "kind": "metrics", "wall_time": _time(time.time()), **metrics}
+def metrics_event(snapshot) -> dict:
+    """A metrics snapshot (a dataclass: the pipeline's) in the event envelope."""
+    return {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "kind": "metrics", "wall_time": _time(time.time()), **asdict(snapshot)}
 
 
 def load_schema() -> dict:

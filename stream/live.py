@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import av
 
+from cliplive.models.errors import InputError, reason
 from cliplive.stream.events import StatusEvent
-from cliplive.stream.source import Frame, Sampler, to_rgb
+from cliplive.stream.source import Frame, Sampler, pts_seconds, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -148,20 +150,49 @@ class NewestFrame:
         return frame
 
 
+class Source(Protocol):
+    """What the pipeline pulls frames from; every live source implements it (wrappers too)."""
+
+    stream: str
+    state: str  # idle, connecting, live, stalled, reconnecting, ended
+    metrics: SourceMetrics
+
+    async def recv(self) -> Frame:
+        """The next sampled frame; raises SourceEnded when there will be none."""
+
+    def stop(self) -> None:
+        """Stop reading; recv() then raises SourceEnded."""
+
+    def report_to(self, on_status: StatusCallback) -> None:
+        """Send status events to `on_status` from now on, starting with the current state."""
+
+
 class LiveSource:
     """What every live source shares: the newest-frame slot, metrics, and its state told as status events."""
 
     def __init__(self, stream: str, options: SourceOptions, on_status: StatusCallback | None):
         self.stream, self.options = stream, options
-        self.on_status = on_status or (lambda event: None)
+        self.on_status = on_status
         self.metrics = SourceMetrics()
         self.state = "idle"
+        self._detail: dict = {}  # of the current state
         self._newest = NewestFrame()
 
+    def report_to(self, on_status: StatusCallback) -> None:
+        """Send status events to `on_status` from now on, the current state first unless idle (a WebRTC
+        track drains from its offer on, before its stream is added)."""
+        self.on_status = on_status
+        if self.state != "idle":
+            self._tell(self._detail)
+
     def _set_state(self, state: str, **detail) -> None:
-        self.state = state
+        self.state, self._detail = state, detail
         log.info("stream=%s state=%s %s", self.stream, state, detail)
-        self.on_status(StatusEvent(stream=self.stream, state=state, detail=detail))
+        if self.on_status is not None:
+            self._tell(detail)
+
+    def _tell(self, detail: dict) -> None:
+        self.on_status(StatusEvent(stream=self.stream, state=self.state, detail=detail))
 
     def _finish(self, error: str | None) -> None:
         if self._newest.end(error):
@@ -289,7 +320,7 @@ class AVSource(LiveSource):
         try:
             container = self._open(generation)
         except (av.error.FFmpegError, OSError) as e:
-            post(self._deliver, generation, None, f"cannot open: {_reason(e)}")
+            post(self._deliver, generation, None, f"cannot open: {reason(e)}")
             return
         if container is None:
             return
@@ -314,8 +345,7 @@ class AVSource(LiveSource):
             sampler = Sampler(self.options.fps)
             paced_from = None
             for frame in self._decode(container, stream, skip, generation):
-                time_base = frame.time_base or stream.time_base  # frames drained from the decoder carry none
-                pts = float(frame.pts * time_base) if frame.pts is not None and time_base else None
+                pts = pts_seconds(frame, stream.time_base)  # frames drained from the decoder carry no time base
                 if self.options.realtime and pts is not None:
                     paced_from = paced_from if paced_from is not None else time.monotonic() - pts
                     time.sleep(max(0.0, paced_from + pts - time.monotonic()))
@@ -331,7 +361,7 @@ class AVSource(LiveSource):
                     self.metrics.sampled += 1
                     post(self._deliver, generation, Frame(t, to_rgb(frame, self.options.short_side), wall), None)
         except av.error.FFmpegError as e:
-            error = _reason(e)
+            error = reason(e)
         finally:
             container.close()
             post(self._deliver, generation, None, error)
@@ -407,7 +437,7 @@ class SkipPolicy:
         REPLAY the held packets before it (back to decoding everything)."""
         if not self.nonkey_allowed:
             return self.DECODE
-        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else None
+        t = pts_seconds(packet)
         if self.first is None:
             self.first = t
         limit = self.interval * self.SLACK
@@ -449,10 +479,10 @@ def source_kind(url: str) -> str:
     if lower.startswith("/dev/video"):
         return "device"
     if "://" in lower and not lower.startswith("file://"):
-        raise ValueError(f"unsupported source {url!r}: use rtsp://, rtsps://, rtsp-listen://, http(s)://, /dev/videoN or a file")
+        raise InputError(f"unsupported source {url!r}: use rtsp://, rtsps://, rtsp-listen://, http(s)://, /dev/videoN or a file")
     path = url[len("file://") :] if lower.startswith("file://") else url
     if not Path(path).exists():
-        raise ValueError(f"no such file: {path}")
+        raise InputError(f"no such file: {path}")
     return "file"
 
 
@@ -477,7 +507,3 @@ def listen_slice(options: SourceOptions) -> int:
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter, so many inputs (or sinks) retrying at once do not retry in step."""
     return min(maximum, initial * 2**attempt) * random.uniform(0.5, 1.0)
-
-
-def _reason(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e).split(":")[0] or type(e).__name__

@@ -17,7 +17,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from cliplive.stream.events import HighlightEvent, Segment
+from cliplive.stream.events import HighlightEvent, Segment, segment_id
 
 EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
 STD_FLOOR = 1e-3  # logits: keeps z finite when a query's history is constant
@@ -262,7 +262,7 @@ class OnlineSegmenter:
 
     def _confirm(self, q: int, t: float) -> HighlightEvent:
         self._count += 1
-        self._tracks[q].id = f"{self.stream}-{self._count}"
+        self._tracks[q].id = segment_id(self.stream, self._count)
         return self._report(q, "new", t)
 
     def _report(self, q: int, kind: str, t: float) -> HighlightEvent:

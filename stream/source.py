@@ -12,16 +12,19 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
 import av
 import numpy as np
 
+from cliplive.models.errors import InputError, reason
+
 T = TypeVar("T")
 
 
-class MediaError(ValueError):
+class MediaError(InputError):
     """Input that cannot be read as video; the message is one line for the user."""
 
 
@@ -54,7 +57,7 @@ class FileSource:
         try:
             self.container = av.open(self.path)
         except av.error.FFmpegError as e:
-            raise MediaError(f"not a readable video file: {self.path} ({_reason(e)})") from None
+            raise MediaError(f"not a readable video file: {self.path} ({reason(e)})") from None
         if not self.container.streams.video:
             kind = "audio-only file" if self.container.streams.audio else "file without a video stream"
             self.container.close()
@@ -82,22 +85,24 @@ class FileSource:
     def decoded(self) -> Iterator[tuple[float, av.VideoFrame]]:
         """Every decoded frame with its media time; decode errors end the stream with a MediaError."""
         start = self.stream.start_time
+        origin = float(start * self.stream.time_base) if start is not None else None  # seconds
         step = 1.0 / self.info.fps if self.info.fps else 0.04
         last = None
         try:
             for frame in self.container.decode(self.stream):
-                if frame.pts is None:
+                t = pts_seconds(frame)
+                if t is None:
                     t = (last + step) if last is not None else 0.0
                 else:
-                    if start is None:
-                        start = frame.pts
-                    t = float((frame.pts - start) * frame.time_base)
+                    if origin is None:
+                        origin = t
+                    t -= origin
                     if last is not None and t <= last:
                         t = last + step  # out-of-order or repeated pts: keep time moving forward
                 last = t
                 yield t, frame
         except av.error.FFmpegError as e:
-            raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from None
+            raise MediaError(f"cannot decode {self.path}: {reason(e)}") from None
 
     def close(self) -> None:
         self.container.close()
@@ -143,9 +148,16 @@ def to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
 
 
-def sample(source: FileSource, fps: float, short_side: int | None) -> Iterator[Frame]:
-    """The source's frames at `fps`, converted to RGB only when kept."""
-    sampler = Sampler(fps)
+def pts_seconds(item: av.VideoFrame | av.AudioFrame | av.Packet, time_base: Fraction | None = None) -> float | None:
+    """A frame's or packet's pts in seconds, on its own time base or else `time_base` (frames drained from
+    a decoder may carry none); None when the pts or both time bases are unknown."""
+    base = item.time_base or time_base
+    return float(item.pts * base) if item.pts is not None and base else None
+
+
+def sample(source: FileSource, fps: float | Sampler, short_side: int | None) -> Iterator[Frame]:
+    """The source's frames at `fps` (or those a given sampler accepts), converted to RGB only when kept."""
+    sampler = fps if hasattr(fps, "accept") else Sampler(fps)
     for t, frame in source.decoded():
         if sampler.accept(t):
             yield Frame(t, to_rgb(frame, short_side), time.time())
@@ -199,7 +211,3 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
-
-
-def _reason(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e).split(":")[0]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cliplive.models import shots as shot_tools
 from cliplive.models.encoder import Encoder
+from cliplive.models.files import atomic_path
 from cliplive.models.scorer import CausalScorer, zero_shot
-from cliplive.stream import shots as shot_tools
 from cliplive.stream.engine import Highlighter, Queries
-from cliplive.stream.files import atomic_path
+from cliplive.stream.events import Segment, segment_id
 from cliplive.stream.segmenter import SegmenterConfig, probability
 from cliplive.stream.source import FileSource, Frame, MediaError, prefetch, sample
 
@@ -61,7 +62,8 @@ def summarize(
     history = engine.history
     relevance = np.stack(history.relevance)
     if request.shots:
-        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps, request.budget)
+        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps,
+                                 request.budget, engine.segmenter.stream)
     else:
         segments = [s.to_dict() for s in engine.segmenter.segments]
         if request.budget:
@@ -152,27 +154,23 @@ def shot_segments(
     duration: float,
     fps: float,
     budget: float | None,
+    stream: str,
 ) -> list[dict]:
-    """CLIP-It's summary: KTS shots, shot score = mean frame score, 0/1 knapsack at the budget."""
+    """CLIP-It's summary: KTS shots, shot score = mean frame score, 0/1 knapsack at the budget. The
+    segments have the online ones' keys; ids count the kept shots of `stream` from 1."""
     n = len(times)
     change_points = shot_tools.shot_change_points(embeddings, n / fps) if n > 2 else np.zeros(0, int)
     budget = budget or 0.15
     bounds = _split_long(shot_tools.shot_bounds(change_points, n), max(1, int(budget * n)))
     keep = shot_tools.select_shots(probability(score), bounds, budget)
     segments = []
-    for start, stop in shot_tools.runs(keep):
+    for number, (start, stop) in enumerate(shot_tools.runs(keep), 1):
         q = int(relevance[start:stop].mean(axis=0).argmax())
         best = start + int(relevance[start:stop, q].argmax())
-        segments.append(
-            {
-                "start": round(float(times[start]), 3),
-                "end": round(float(times[stop]) if stop < n else duration, 3),
-                "score": round(float(probability(relevance[start:stop, q].max())), 4),
-                "query": labels[q],
-                "query_index": q,
-                "best_frame_ts": round(float(times[best]), 3),
-            }
-        )
+        end = float(times[stop]) if stop < n else duration
+        score = float(probability(relevance[start:stop, q].max()))
+        segment = Segment(float(times[start]), end, score, labels[q], q, float(times[best]), segment_id(stream, number))
+        segments.append(segment.to_dict())  # the online segments' shape, id included
     return segments
 
 

@@ -25,7 +25,7 @@ import time
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from cliplive.stream.live import LiveSource, SourceOptions, StatusCallback, Timeline
-from cliplive.stream.source import Frame, Sampler, to_rgb
+from cliplive.stream.source import Frame, Sampler, pts_seconds, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class WebRTCSource(LiveSource):
                 self.metrics.decoded += 1
                 if self.state != "live":
                     self._set_state("live", width=frame.width, height=frame.height)
-                pts = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-                t = self.timeline.map(pts, wall)
+                t = self.timeline.map(pts_seconds(frame), wall)
                 if self.sampler.accept(t):
                     self.metrics.sampled += 1
                     if self._newest.put((t, wall, frame)):

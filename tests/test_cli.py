@@ -41,29 +41,29 @@ def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> 
 )
 def test_bad_videos(bad_inputs, tiny, tmp_path, kind, pattern):
     out = tmp_path / "out.json"
-    assert_one_line_error(cliplive("summarize", str(bad_inputs[kind]), "-q", "a dog", *tiny, "--json", str(out)), pattern)
+    assert_one_line_error(cliplive("summarize", str(bad_inputs[kind]), "-s", "a dog", *tiny, "--json", str(out)), pattern)
     assert not out.exists()
 
 
 def test_missing_file_empty_sentence_and_bad_options(h264_with_audio, tiny, tmp_path):
-    assert_one_line_error(cliplive("summarize", str(tmp_path / "nope.mp4"), "-q", "a dog", *tiny), "no such file")
-    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "  ", *tiny), "empty query")
-    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "--query-image", str(tmp_path / "x.png"), *tiny), "query image not found")
+    assert_one_line_error(cliplive("summarize", str(tmp_path / "nope.mp4"), "-s", "a dog", *tiny), "no such file")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-s", "  ", *tiny), "empty sentence")
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "--image", str(tmp_path / "x.png"), *tiny), "reference image not found")
     bad_budget = cliplive("summarize", str(h264_with_audio), "--budget", "1.5")
     assert bad_budget.returncode == 2 and "must be in [0, 1)" in bad_budget.stderr
 
 
 def test_unwritable_outputs_fail_before_work_and_keep_old_files(h264_with_audio, tiny, tmp_path):
-    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "-o", str(tmp_path / "no" / "x.mp4")),
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-s", "a", *tiny, "-o", str(tmp_path / "no" / "x.mp4")),
                           "output directory does not exist")
-    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "--json", "/sys/x.json"),
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-s", "a", *tiny, "--json", "/sys/x.json"),
                           "output path is not writable")
-    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-q", "a", *tiny, "--json", str(tmp_path)),
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-s", "a", *tiny, "--json", str(tmp_path)),
                           "is a directory")
 
 
 def test_missing_clip_weights_say_what_to_do(h264_with_audio, tmp_path):
-    result = cliplive("summarize", str(h264_with_audio), "-q", "a dog", "--pretrained", str(tmp_path / "missing.safetensors"))
+    result = cliplive("summarize", str(h264_with_audio), "-s", "a dog", "--pretrained", str(tmp_path / "missing.safetensors"))
     assert_one_line_error(result, r"checkpoint not found")
     assert result.returncode == 1
 
@@ -83,7 +83,7 @@ def test_summarize_writes_json_and_a_video_matching_it(montage, tmp_path):
     js.write_text("old")
     query, start, end = truth[2]  # "a man wearing a tie": the last part
     long_query = "a man in a suit and a tie sitting in a car and talking on his phone " * 20
-    result = cliplive("summarize", str(video), "-q", query, "-q", long_query, "--encoder", "conse",
+    result = cliplive("summarize", str(video), "-s", query, "-s", long_query, "--encoder", "conse",
                       "--budget", "0.3", "-o", str(out), "--json", str(js))
     assert result.returncode == 0, result.stderr
     assert "truncated" in result.stderr  # the long sentence: a warning, not an error
@@ -128,3 +128,104 @@ def test_demo_finds_each_sentence_causally(tmp_path):
     # The printed F1 agrees with the JSON's segments.
     assert (tmp_path / "summary.mp4").stat().st_size > 0
     assert interval_f1([(s["start"], s["end"]) for s in summary["segments"] if s["query_index"] == 0], [(0.0, 10.0)]) == pytest.approx(f1s[0], abs=0.01)
+
+
+# --- one encoder spec, one error mapping (in-process: no models load) -----------------------------
+
+
+def test_every_command_that_loads_an_encoder_has_the_specs_options(tmp_path):
+    from dataclasses import fields
+
+    from cliplive.models.spec import EncoderSpec
+    from cliplive.server.cli import build_parser
+    from cliplive.server.config import load_config
+    from cliplive.server.options import encoder_spec
+
+    parser = build_parser()
+    spec_options = ["--encoder", "conse", "--model", "m.json", "--pretrained", "w.pt", "--precision", "bf16",
+                    "--max-batch", "4", "--threads", "2"]
+    wanted = EncoderSpec(kind="conse", model="m.json", pretrained="w.pt", precision="bf16", max_batch=4, threads=2)
+    for command in (["summarize", "v.mp4"], ["watch", "rtsp://cam/x"], ["extract", "v.mp4", "--out", "x.h5"], ["serve"]):
+        assert encoder_spec(parser.parse_args(command)) == EncoderSpec(), command  # unset options: the defaults
+        assert encoder_spec(parser.parse_args([*command, *spec_options])) == wanted, command
+    args = parser.parse_args(["summarize", "v.mp4", "--checkpoint", "s.pt", "-s", "a dog", "-s", "a cat", "--image", "r.png"])
+    assert encoder_spec(args).checkpoint == "s.pt" and args.sentences == ["a dog", "a cat"] and args.images == ["r.png"]
+    assert EncoderSpec().precision == "auto"
+
+    # The config file's [encoder] table is the same spec; serve's options override it key by key.
+    config = tmp_path / "cliplive.toml"
+    config.write_text('[encoder]\nkind = "clip"\nmodel = "tiny.json"\nprecision = "fp32"\nmax_batch = 8\n')
+    base = load_config(config).encoder
+    assert base == EncoderSpec(model=str(tmp_path / "tiny.json"), precision="fp32", max_batch=8)
+    merged = encoder_spec(parser.parse_args(["serve", "--config", str(config), "--encoder", "conse", "--max-batch", "2"]), base)
+    assert merged == EncoderSpec(kind="conse", model=str(tmp_path / "tiny.json"), precision="fp32", max_batch=2)
+    assert {f.name for f in fields(EncoderSpec)} == {"kind", "model", "pretrained", "precision", "checkpoint", "max_batch", "threads"}
+
+
+def test_encoder_values_are_checked_alike_on_the_command_line_and_in_the_config(tmp_path, capsys):
+    from cliplive.server.cli import build_parser
+    from cliplive.server.config import ConfigError, load_config
+
+    parser = build_parser()
+    for bad in (["--precision", "fp16"], ["--encoder", "nope"], ["--max-batch", "0"], ["--threads", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["serve", *bad])
+        assert exit_.value.code == 2, bad
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+    config = tmp_path / "cliplive.toml"
+    for table, message in (('precision = "fp16"', "encoder.precision"), ("max_batch = 0", "max_batch must be between 1 and 256"),
+                           ('kind = "nope"', "encoder.kind"), ("batch = 4", "encoder.batch")):
+        config.write_text(f"[encoder]\n{table}\n")
+        with pytest.raises(ConfigError, match="cliplive.toml") as error:
+            load_config(config)
+        assert message in str(error.value), (table, str(error.value))
+
+
+@pytest.mark.parametrize(
+    "error,status,line",
+    [
+        ("InputError('a bad sentence')", 2, "cliplive: error: a bad sentence"),
+        ("MediaError('not a readable video file: x')", 2, "cliplive: error: not a readable video file: x"),
+        ("EncoderUnavailable('no weights')", 1, "cliplive: error: no weights"),
+        ("OSError(28, 'No space left on device')", 1, "cliplive: error: [Errno 28] No space left on device"),
+        ("ValueError('a bug')", 1, "cliplive: internal error: ValueError: a bug"),
+        ("RuntimeError('boom')", 1, "cliplive: internal error: RuntimeError: boom"),
+    ],
+)
+def test_failures_map_by_class_and_bugs_log_their_traceback(monkeypatch, capsys, caplog, error, status, line):
+    import logging
+
+    from cliplive.models.encoder import EncoderUnavailable
+    from cliplive.models.errors import InputError
+    from cliplive.server import cli, summarize
+    from cliplive.stream.source import MediaError
+
+    classes = {"InputError": InputError, "MediaError": MediaError, "EncoderUnavailable": EncoderUnavailable}
+
+    def fail(args):
+        raise eval(error, {**classes})
+
+    monkeypatch.setattr(summarize, "run_summarize", fail)
+    monkeypatch.setattr(cli, "setup_logging", lambda verbosity: None)  # keep the process's logging as pytest set it
+    caplog.set_level(logging.ERROR, logger="cliplive")
+    assert cli.main(["summarize", "v.mp4"]) == status
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+    logged = [r for r in caplog.records if r.name == "cliplive" and r.exc_info]
+    if "internal error" in line:  # a bug: its traceback is always logged, whatever the verbosity
+        assert len(logged) == 1 and logged[0].levelno == logging.ERROR and logged[0].exc_info[0].__name__ in line
+    else:
+        assert logged == []
+
+
+def test_command_modules_do_not_import_the_cli():
+    """cli.py assembles the parser; the commands share cliplive.server.options and never import cli back."""
+    import ast
+
+    server = Path(__file__).parent.parent / "server"
+    for path in server.glob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                assert "cliplive.server.cli" not in names, path.name

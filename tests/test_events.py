@@ -102,6 +102,10 @@ def test_status_and_metrics_events_validate(validator):
     assert validator.is_valid(json.loads(json.dumps(status)))
     assert not validator.is_valid({**status, "state": "sleeping"})
     assert not validator.is_valid({k: v for k, v in status.items() if k != "detail"})
-    metrics = metrics_event({"streams": [{"stream": "cam1", "dropped": 0}], "encoder": {"batches": 3}})
+    from cliplive.stream.pipeline import EncoderSnapshot, PipelineSnapshot, StreamSnapshot
+
+    stream = StreamSnapshot("cam1", "live", input_fps=25.0, decoded_fps=1.0, sampled_fps=1.0, dropped=0, reconnects=1,
+                            scored=9, failed=0, events=2, encoder_lag_p50_s=0.1, latency_p50_s=0.2, latency_p99_s=None)
+    metrics = metrics_event(PipelineSnapshot([stream], EncoderSnapshot(3, 9, 3.0, 25.0)))
     assert validator.is_valid(metrics)
     assert not validator.is_valid({**metrics, "streams": "cam1"})

@@ -1,4 +1,4 @@
-"""Live sources and the multi-stream runtime against real peers: a GStreamer RTSP server process, ffmpeg
+"""Live sources and the multi-stream pipeline against real peers: a GStreamer RTSP server process, ffmpeg
 pushing RTSP, an HTTP server serving files and HLS, `cliplive watch` as a process. No mocks.
 
 Every test is bounded by an asyncio timeout (or a subprocess timeout), so a regression fails instead of
@@ -29,7 +29,7 @@ from peers import RtspServer, free_port, require_rtsp_server
 from cliplive.stream.engine import Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent, load_schema
 from cliplive.stream.live import AVSource, SourceEnded, SourceOptions, Timeline, source_kind
-from cliplive.stream.runtime import Runtime
+from cliplive.stream.pipeline import Pipeline
 from cliplive.stream.segmenter import SegmenterConfig
 from cliplive.stream.source import Frame
 
@@ -71,7 +71,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class Recorded:
-    """A source that remembers what it handed out (times, wall clocks, shapes), for the runtime tests."""
+    """A source that remembers what it handed out (times, wall clocks, shapes), for the pipeline tests."""
 
     def __init__(self, source: AVSource):
         self.source = source
@@ -94,6 +94,18 @@ async def until(predicate, what: str, timeout: float, step: float = 0.05) -> Non
                 await asyncio.sleep(step)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+async def all_frames(source: AVSource, pause: float = 0.0, timeout: float = 20) -> list[Frame]:
+    """Every frame a source gives until it ends (a consumer taking `pause` s per frame)."""
+    frames = []
+    async with asyncio.timeout(timeout):
+        with pytest.raises(SourceEnded):
+            while True:
+                frames.append(await source.recv())
+                if pause:
+                    await asyncio.sleep(pause)
+    return frames
 
 
 def states(events) -> list[str]:
@@ -167,10 +179,10 @@ async def test_rtsp_server_killed_and_restarted(rtsp_ready, camera, tiny_clip, q
     try:
         async with asyncio.timeout(45):
             server.start()
-            runtime = Runtime(tiny_clip, queries, events.append, source_options=options, segmenter=SENSITIVE)
-            source = Recorded(AVSource(server.url(), "cam", runtime.source_options, on_status=events.append))
-            runner = runtime.add(server.url(), name="cam", source=source)
-            await until(lambda: runner.metrics.scored >= 16 and _highlights(events), "highlights before the outage", 20)
+            pipeline = Pipeline(tiny_clip, events.append, segmenter=SENSITIVE)
+            source = Recorded(AVSource(server.url(), "cam", pipeline.source_options(options)))
+            runner = pipeline.add("cam", source, queries)
+            await until(lambda: runner.scored >= 16 and _highlights(events), "highlights before the outage", 20)
             server.kill()
             killed_at, before = time.time(), len(events)
             await until(lambda: {"stalled", "reconnecting"} & set(states(events[before:])), "the outage reported", 8)
@@ -186,7 +198,7 @@ async def test_rtsp_server_killed_and_restarted(rtsp_ready, camera, tiny_clip, q
                 return any(max(e.start, e.end or 0.0, e.best_frame_ts) > first for e in _highlights(events[before:]))
 
             await until(lambda: len(after_outage()) >= 12 and highlights_after(), "frames and highlights after the reconnect", 15)
-            await runtime.stop()
+            await pipeline.stop()
     finally:
         ticker.cancel()
         server.kill()
@@ -295,15 +307,10 @@ async def test_http_file_and_hls_playlist(short_clip, tmp_path, kind):
                str(folder / "clip.m3u8"))
         name = "clip.m3u8"
     events: list = []
-    frames = []
     with HttpServer(folder) as server:
         assert source_kind(server.url(name)) == ("hls" if kind == "hls" else "http")
         source = AVSource(server.url(name), "web", SourceOptions(fps=2, short_side=64), on_status=events.append)
-        async with asyncio.timeout(20):
-            with pytest.raises(SourceEnded):
-                while True:
-                    frames.append(await source.recv())
-                    await asyncio.sleep(0.05)  # a consumer slower than the decoder: files wait for it
+        frames = await all_frames(source, pause=0.05)  # a consumer slower than the decoder: files wait for it
     times = [f.t for f in frames]
     assert times == pytest.approx([0.5 * i for i in range(6)], abs=0.05), times  # every sampled frame, on media time
     assert source.metrics.dropped == 0
@@ -375,12 +382,7 @@ async def test_keyframes_only_while_they_are_frequent_enough(media):
 
     async def sample(**options) -> tuple[list[float], AVSource]:
         source = AVSource(str(video), "gop", SourceOptions(fps=1, short_side=None, **options))
-        frames = []
-        async with asyncio.timeout(20):
-            with pytest.raises(SourceEnded):
-                while True:
-                    frames.append(await source.recv())
-        return [f.t for f in frames], source
+        return [f.t for f in await all_frames(source)], source
 
     times, source = await sample()
     everything, full = await sample(skip_nonkey=False, skip_nonref=False)
@@ -407,25 +409,20 @@ async def test_resolution_change_mid_stream(media, tiny_clip, queries):
     video = media / "res-change.ts"
     video.write_bytes(b"".join(p.read_bytes() for p in parts))
 
-    source = AVSource(str(video), "res", SourceOptions(fps=4, short_side=None))
-    frames = []
-    async with asyncio.timeout(20):
-        with pytest.raises(SourceEnded):
-            while True:
-                frames.append(await source.recv())
+    frames = await all_frames(AVSource(str(video), "res", SourceOptions(fps=4, short_side=None)))
     assert {f.image.shape for f in frames} == {(240, 320, 3), (144, 256, 3)}
     assert increasing([f.t for f in frames])
 
-    # Through the runtime (frames scaled for the encoder, batched, scored): both sizes come through.
+    # Through the pipeline (frames scaled for the encoder, batched, scored): both sizes come through.
     events: list = []
-    runtime = Runtime(tiny_clip, queries, events.append, source_options=SourceOptions(fps=4))
-    recorded = Recorded(AVSource(str(video), "res", runtime.source_options, on_status=events.append))
-    runner = runtime.add(str(video), name="res", source=recorded)
+    pipeline = Pipeline(tiny_clip, events.append)
+    recorded = Recorded(AVSource(str(video), "res", pipeline.source_options(SourceOptions(fps=4))))
+    runner = pipeline.add("res", recorded, queries)
     async with asyncio.timeout(30):
-        await runtime.wait()
-        await runtime.stop()
+        await pipeline.wait()
+        await pipeline.stop()
     assert {shape for _, _, shape in recorded.frames} == {(64, 85, 3), (64, 114, 3)}
-    assert runner.metrics.scored == len(recorded.frames) and states(events)[-1] == "ended"
+    assert runner.scored == len(recorded.frames) and states(events)[-1] == "ended"
 
 
 # --- overload ----------------------------------------------------------------------------------------
@@ -454,28 +451,28 @@ async def test_overload_keeps_memory_bounded_and_reports_drops(media, tiny_clip,
     streams = 6
     slow = SlowEncoder(tiny_clip, 0.25)
     events: list = []
-    runtime = Runtime(slow, queries, events.append, source_options=SourceOptions(fps=10, realtime=True), max_batch=2)
+    pipeline = Pipeline(slow, events.append, max_batch=2)
     for i in range(streams):
-        runtime.add(str(video), name=f"s{i}")
+        pipeline.add(f"s{i}", str(video), queries, SourceOptions(fps=10, realtime=True))
     peak_frames = peak_pending = 0
     async with asyncio.timeout(30):
         for _ in range(8):
             await asyncio.sleep(0.5)
             alive = sum(type(o) is Frame for o in gc.get_objects())
             peak_frames = max(peak_frames, alive)
-            pending = runtime.encoder._pending.qsize() if runtime.encoder._pending else 0
+            pending = pipeline.encoder.queued
             peak_pending = max(peak_pending, pending)
-        metrics = runtime.metrics()
-        await runtime.stop()
+        metrics = pipeline.snapshot()
+        await pipeline.stop()
     # At most one frame waiting per stream in its source, one per stream queued for or inside the encoder.
     assert peak_pending <= streams and slow.largest_batch <= 2
     assert peak_frames <= 2 * streams, peak_frames
-    dropped = [s["dropped"] for s in metrics["streams"]]
+    dropped = [s.dropped for s in metrics.streams]
     assert all(d > 0 for d in dropped), metrics
     # What the encoder could not take shows as a lower effective sampling rate, not as growing latency.
-    for s in metrics["streams"]:
-        assert s["sampled_fps"] > 5 and s["scored"] < 8 * 10 / 2
-        assert s["latency_p99_s"] is not None and s["latency_p99_s"] < 4 * 0.25 * streams / 2 + 1.0
+    for s in metrics.streams:
+        assert s.sampled_fps > 5 and s.scored < 8 * 10 / 2
+        assert s.latency_p99_s is not None and s.latency_p99_s < 4 * 0.25 * streams / 2 + 1.0
     assert states(events).count("ended") == streams
 
 
@@ -511,7 +508,7 @@ async def _watch_until_open_then_signal(args: list[str], sig: int) -> tuple[int,
 
 async def test_watch_prints_schema_valid_events_and_closes_segments_on_sigint_and_sigterm(pattern_video, pattern_frame, tiny_clip_config):
     args = [str(pattern_video), "--realtime", "--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random",
-            "--query-image", str(pattern_frame), "--fps", "4", "--metrics", "0.5"]
+            "--image", str(pattern_frame), "--fps", "4", "--metrics", "0.5"]
     validator = jsonschema.Draft202012Validator(load_schema())
     results = await asyncio.gather(*(_watch_until_open_then_signal(args, sig) for sig in (signal.SIGINT, signal.SIGTERM)))
     for returncode, lines, err in results:
@@ -532,7 +529,7 @@ async def test_watch_prints_schema_valid_events_and_closes_segments_on_sigint_an
 
 
 def test_watch_bad_source_is_one_line_and_exit_2():
-    procs = [subprocess.Popen([sys.executable, "-m", "cliplive.server.cli", "watch", bad, "-q", "a dog"],
+    procs = [subprocess.Popen([sys.executable, "-m", "cliplive.server.cli", "watch", bad, "-s", "a dog"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for bad in ("ftp://x", "/no/such/video.mp4")]
     for proc, pattern in zip(procs, ("unsupported source 'ftp://x'", "no such file")):

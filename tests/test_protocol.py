@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from cliplive.models import protocol
-from cliplive.models.dataset import read_qvhighlights
-from cliplive.models.protocol import Detection, Moment
+from cliplive.models.errors import InputError
+from cliplive.research import dataset as ds
+from cliplive.research import protocol
+from cliplive.research.dataset import read_qvhighlights
+from cliplive.research.protocol import Detection, Moment
+from cliplive.server.cli import main
 
 
 def test_upsample_gives_each_frame_the_last_pick_at_or_before_it():
@@ -39,7 +42,7 @@ def test_summary_f1_averages_for_tvsum_and_takes_the_best_annotator_for_summe():
     # Shorter machine summaries are padded with unselected frames, longer ones cut.
     assert protocol.summary_f1([1, 1, 0], users, "avg") == pytest.approx(0.75)
     assert protocol.summary_f1([1, 1, 0, 0, 1], users, "avg") == pytest.approx(0.75)
-    with pytest.raises(ValueError, match="F1 mode"):
+    with pytest.raises(InputError, match="F1 mode"):
         protocol.summary_f1([1], [[1]], "mean")
 
 
@@ -90,7 +93,7 @@ def test_qvhighlights_lines_read_with_saliency_over_the_whole_video(tmp_path):
     np.testing.assert_array_equal(first.saliency(), [[0, 0, 0], [4, 2, 3], [1, 0, 4], [0, 0, 0]])
     np.testing.assert_array_equal(second.saliency(), np.zeros((2, 3)))
     path.write_text('{"qid": 3}\n')
-    with pytest.raises(ValueError, match=r"highlight_val_release.jsonl:1: not a QVHighlights record"):
+    with pytest.raises(InputError, match=r"highlight_val_release.jsonl:1: not a QVHighlights record"):
         read_qvhighlights(path)
 
 
@@ -126,6 +129,42 @@ def test_highlight_map_averages_annotators_and_queries():
     assert protocol.highlight_map([np.array([0.2, 0.9, 0.1])], [SALIENCY]) == pytest.approx(0.5)
     assert protocol.highlight_map([np.array([0.2, 0.9])], [SALIENCY]) == pytest.approx(0.5)
     assert protocol.highlight_map([np.array([0.2, 0.9, 0.1])] * 2, [SALIENCY, SALIENCY[[1, 0, 2]]]) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def _qvhighlights_video(name: str, fps: float, cosines: list[float], saliency: np.ndarray) -> ds.VideoRecord:
+    """A video sampled at every frame whose frame t has cosine cosines[t] to its query token e0; a
+    second, unlabelled query (token e2) rides along."""
+    e = np.eye(8, dtype=np.float32)
+    features = np.stack([c * e[0] + np.sqrt(1 - c * c) * e[1] for c in cosines]).astype(np.float32)
+    n = len(cosines)
+    video = ds.VideoRecord(name, features, np.arange(n), n, np.array([[0, n - 1]]), fps, query_features=e[[0, 2]],
+                           queries=["labelled", "unlabelled"])
+    video.saliency = np.stack([saliency, np.full(saliency.shape, np.nan)])
+    return video
+
+
+def test_evaluate_reports_qvhighlights_hit_at_1_and_map(tmp_path, capsys):
+    # Video a: 1 fps, 8 s = 4 clips; clip means of the cosines .1 .9 .5 .3 rank clips 1, 2, 3, 0.
+    # Top clip 1: annotator 1 gave it 4 -> hit. APs (positive: saliency 4): annotator 0 (clips 0, 2),
+    # ranked labels 0 1 0 1 -> precisions 1/2, 2/4 -> 1/2; annotator 1 (clips 1, 2): 1 1 0 0 -> 1;
+    # annotator 2 (clip 3): 0 0 1 0 -> 1/3. Mean 11/18.
+    a = _qvhighlights_video("a", 1.0, [0.1, 0.1, 0.9, 0.9, 0.4, 0.6, 0.3, 0.3],
+                            np.array([[4, 0, 0], [0, 4, 1], [4, 4, 0], [0, 0, 4]]))
+    # Video b: 2 fps, 3 s of frames but 6 s long (3 clips): clip 0 .2, clip 1 (.4 + .6) / 2 = .5, clip 2
+    # has no frame and takes the nearest one's (t = 2.5 s: .6). Top clip 2 has no 4 -> miss.
+    # Ranked 2, 1, 0: annotator 0 (clip 0) -> 1/3, annotator 1 (clip 1) -> 1/2, annotator 2 (none) -> 0.
+    b = _qvhighlights_video("b", 2.0, [0.2, 0.2, 0.2, 0.2, 0.4, 0.6], np.array([[4, 0, 0], [0, 4, 0], [3, 2, 1]]))
+    features = tmp_path / "qvh.h5"
+    ds.write_h5(features, ds.Dataset(ds.DatasetInfo("test:8d"), {"video_1": a, "video_2": b}))
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(features), "--protocol", "qvhighlights", "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == "qvhighlights" and report["queries"] == 2  # the unlabelled ones are left out
+    assert report["hit_at_1"] == pytest.approx(1 / 2)
+    assert report["map"] == pytest.approx((11 / 18 + 5 / 18) / 2)
+    # The file's saliency selects the protocol; the table prints percentages.
+    assert main(["evaluate", "--data", str(features)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].split() == ["2", "50.0", "44.4"]
 
 
 def test_detection_delays_from_moment_start_to_first_overlapping_new_event():

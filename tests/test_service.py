@@ -31,6 +31,7 @@ from cliplive.server.app import create_app
 from cliplive.server.bus import EventBus
 from cliplive.server.config import Config, ConfigError, load_config
 from cliplive.server.service import Service
+from cliplive.server.sinks import SinkMetrics
 from cliplive.server.store import StoredEvent
 
 TOKEN = "test-token-0123456789abcdef"
@@ -209,8 +210,24 @@ async def test_bad_requests_are_4xx_json(make_app):
         assert service.streams == {}
 
 
+class CountingSink:
+    """A sink that accepts every event: its counters must reach /metrics."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.metrics = SinkMetrics()
+
+    async def publish(self, event: dict) -> None:
+        self.metrics.delivered += 1
+
+    async def close(self) -> None:
+        pass
+
+
 async def test_openapi_and_prometheus_metrics(make_app, scenes):
     service, app = make_app([stream_spec("mix", str(scenes))])
+    service.add_sink(CountingSink())
     async with asyncio.timeout(30), asgi_client(app) as client:
         schema = (await client.get("/openapi.json")).json()
         assert {"/api/streams", "/api/streams/{name}", "/api/highlights", "/api/highlights/{highlight_id}/clip.mp4",
@@ -229,6 +246,10 @@ async def test_openapi_and_prometheus_metrics(make_app, scenes):
         assert samples[("cliplive_encoder_frames_total", None, None)] >= 4
         assert samples[("cliplive_encoder_batch_size_mean", None, None)] >= 1
         assert samples[("cliplive_store_commit_seconds", None, "0.5")] < 0.05
+        assert samples[("cliplive_stream_failed_frames_total", "mix", None)] == 0
+        sinks = {s.labels["sink"]: s.value for family in text_string_to_metric_families(response.text)
+                 for s in family.samples if s.name == "cliplive_sink_delivered_total"}
+        assert sinks["counting"] >= 1  # the stream's status events at least
 
 
 async def _scored(client: httpx.AsyncClient, name: str, frames: int) -> bool:

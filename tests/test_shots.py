@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from cliplive.stream.shots import kts, knapsack, select_shots, shot_bounds
+from cliplive.models.shots import kts, knapsack, select_shots, shot_bounds
 
 
 def blocks(lengths, dim=16, noise=0.01, seed=0):
@@ -107,3 +107,17 @@ def test_select_shots_keeps_the_best_shots_within_the_budget():
     assert flat.sum() == 10  # equal scores: any shots, exactly filling the budget
     assert not select_shots(np.array([0.7]), shot_bounds(np.array([], int), 1), budget=0.15).any()  # 0 frames fit
     assert select_shots(np.array([0.7]), shot_bounds(np.array([], int), 1), budget=1.0).all()
+
+
+def test_shot_summary_segments_have_the_online_segments_keys(h264_with_audio, tiny_clip):
+    """`--shots` and online summaries list segments of one shape (README: Summary JSON), ids included."""
+    from cliplive.stream.segmenter import SegmenterConfig
+    from cliplive.stream.summarize import SummaryRequest, summarize
+
+    anything = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)  # random weights: open at once
+    request = SummaryRequest(str(h264_with_audio), ["a test pattern"], budget=None, segmenter=anything)
+    online = summarize(request, tiny_clip)["segments"]
+    shots = summarize(SummaryRequest(str(h264_with_audio), ["a test pattern"], shots=True), tiny_clip)["segments"]
+    assert online and shots
+    assert {frozenset(s) for s in shots} == {frozenset(s) for s in online} == {frozenset(online[0])}
+    assert [s["id"] for s in shots] == [f"{h264_with_audio.name}-{i}" for i in range(1, len(shots) + 1)]

@@ -17,8 +17,10 @@ import aiomqtt
 import pytest
 
 from peers import free_port
+from cliplive.models.errors import InputError
 from cliplive.server.sinks import MqttSink, WebhookSink, sign, verify_signature
 from cliplive.stream.events import HighlightEvent, StatusEvent, metrics_event
+from cliplive.stream.pipeline import EncoderSnapshot, PipelineSnapshot
 
 SECRET = "s3cret"
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}  # retries in tenths of a second, not seconds
@@ -111,7 +113,7 @@ async def test_webhook_delivers_signed_events_in_order(receivers):
     for event in events:
         await sink.publish(event)
     await sink.publish(highlight("new", 5, stream="cam2"))  # another stream: filtered out
-    await sink.publish({**metrics_event({"streams": {}}), "event_id": 6})  # metrics: not a default kind
+    await sink.publish({**metrics_event(PipelineSnapshot([], EncoderSnapshot(0, 0, 0.0, 0.0))), "event_id": 6})  # metrics: not a default kind
     await sink.close()
 
     assert receiver.delivered == events
@@ -240,7 +242,7 @@ def test_signature_verification():
 
 def test_webhook_refuses_non_http_urls():
     for url in ("file:///etc/passwd", "ftp://example.com/", "http://"):
-        with pytest.raises(ValueError):
+        with pytest.raises(InputError):
             WebhookSink(url)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ffmpeg
-from cliplive.models import dataset as ds
+from cliplive.research import dataset as ds
 from cliplive.models import scorer as scorer_lib
 from cliplive.server.cli import main
 from cliplive.stream.summarize import SummaryRequest, summarize
@@ -117,7 +117,7 @@ def test_extract_train_summarize_on_real_video(real_videos, tiny_clip_config, ti
     videos = [str(real_videos / "pattern.mp4"), str(real_videos / "bars.mp4")]
     tiny = ["--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random"]
     features = tmp_path / "features.h5"
-    assert cliplive("extract", *videos, "--out", str(features), *tiny, "-q", "a test pattern",
+    assert cliplive("extract", *videos, "--out", str(features), *tiny, "-s", "a test pattern",
                     "--annotations", str(real_videos / "anno.tsv")) == 0
     with h5py.File(features) as f:
         assert f.attrs["encoder"] == tiny_clip.name and "torch" in f.attrs["encoder_version"]
@@ -131,7 +131,7 @@ def test_extract_train_summarize_on_real_video(real_videos, tiny_clip_config, ti
         np.testing.assert_array_equal(g["n_frame_per_seg"], cps[:, 1] - cps[:, 0] + 1)
         assert g["gtscore"].shape == (10,) and g["user_summary"].shape == g["user_scores"].shape == (3, 150)
     # At 2 fps instead: a pick every 12.5 frames on average.
-    assert cliplive("extract", videos[0], "--out", str(tmp_path / "fps.h5"), *tiny, "-q", "a", "--fps", "2") == 0
+    assert cliplive("extract", videos[0], "--out", str(tmp_path / "fps.h5"), *tiny, "-s", "a", "--fps", "2") == 0
     assert len(ds.read_h5(tmp_path / "fps.h5").videos["video_1"].picks) == 12
 
     checkpoint = tmp_path / "scorer.pt"
@@ -141,3 +141,30 @@ def test_extract_train_summarize_on_real_video(real_videos, tiny_clip_config, ti
     trained, untrained = summarize(request, tiny_clip, scorer=scorer), summarize(request, tiny_clip)
     assert trained["frames"]["t"] == untrained["frames"]["t"] and len(trained["frames"]["t"]) == 12
     assert trained["frames"]["score"] != untrained["frames"]["score"]  # the trained weights are what scored
+
+
+def test_extract_joins_qvhighlights_queries_and_evaluate_scores_them(real_videos, tiny_clip_config, tmp_path, capsys):
+    # QVHighlights names videos by vid (the file stem); each line is one query with its 2-second clips' saliency.
+    lines = [{"qid": 1, "query": "a test pattern", "duration": 6, "vid": "pattern", "relevant_clip_ids": [1, 2],
+              "saliency_scores": [[4, 3, 4], [2, 4, 1]]},
+             {"qid": 2, "query": "colour bars", "duration": 6, "vid": "pattern"}]  # unlabelled, as in the test split
+    annotations = tmp_path / "highlight_val_release.jsonl"
+    annotations.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tiny = ["--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random"]
+    features = tmp_path / "qvh.h5"
+    assert cliplive("extract", str(real_videos / "pattern.mp4"), str(real_videos / "bars.mp4"), "--out", str(features), *tiny,
+                    "--fps", "2", "--annotations", str(annotations)) == 0
+    data = ds.read_h5(features)
+    pattern, bars = data.videos["video_1"], data.videos["video_2"]
+    assert pattern.queries == ["a test pattern", "colour bars"] and pattern.query_features.shape == (2, 32)
+    np.testing.assert_array_equal(pattern.saliency[0], [[0, 0, 0], [4, 3, 4], [2, 4, 1]])
+    assert np.isnan(pattern.saliency[1]).all() and bars.saliency is None  # bars is not in the file
+    assert data.protocol == "qvhighlights"
+    capsys.readouterr()
+    assert cliplive("evaluate", "--data", str(features), "--json", "-") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == "qvhighlights" and report["queries"] == 1 and 0 <= report["map"] <= 1
+    # The file's sentences are the queries: -s would contradict them.
+    assert cliplive("extract", str(real_videos / "pattern.mp4"), "--out", str(tmp_path / "q.h5"), *tiny, "-s", "x",
+                    "--annotations", str(annotations)) == 2
+    assert "drop -s" in capsys.readouterr().err

@@ -157,27 +157,27 @@ async def test_closing_the_sender_ends_the_source(call):
 async def test_runtime_scores_a_webrtc_stream(call, tiny_clip):
     from cliplive.stream.engine import Queries
     from cliplive.stream.events import HighlightEvent, StatusEvent
-    from cliplive.stream.runtime import Runtime
+    from cliplive.stream.pipeline import Pipeline
     from cliplive.stream.segmenter import SegmenterConfig
 
     events: list = []
     # Thresholds so low that a segment opens at once: random weights still give highlight events.
     segmenter = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)
-    runtime = Runtime(tiny_clip, Queries.build(tiny_clip, ["a person riding a bike"]), events.append, segmenter=segmenter)
-    # The runtime's options carry the encoder's input size, as for the sources it builds itself.
-    c = await call(fps=2.0, on_status=runtime.emit, short_side=runtime.source_options.short_side)
-    runner = runtime.add("webrtc", name="cam", source=c.source)
+    pipeline = Pipeline(tiny_clip, events.append, segmenter=segmenter)
+    # The pipeline's options carry the encoder's input size, as for the sources it builds itself.
+    c = await call(fps=2.0, short_side=pipeline.source_options().short_side)
+    runner = pipeline.add("cam", c.source, Queries.build(tiny_clip, ["a person riding a bike"]))
     async with asyncio.timeout(15):
-        while runner.metrics.scored < 4:
+        while runner.scored < 4:
             await asyncio.sleep(0.1)
     await asyncio.wait_for(c.sender.close(), 5)
-    await asyncio.wait_for(runtime.wait(), 10)  # the stream ends by itself when the sender leaves
-    await asyncio.wait_for(runtime.stop(), 5)
+    await asyncio.wait_for(pipeline.wait(), 10)  # the stream ends by itself when the sender leaves
+    await asyncio.wait_for(pipeline.stop(), 5)
 
     states = [e.state for e in events if isinstance(e, StatusEvent)]
     assert states == ["connecting", "live", "ended"]
     highlights = [e for e in events if isinstance(e, HighlightEvent)]
     assert [h.type for h in highlights][:1] == ["new"] and highlights[-1].type == "end"
-    snapshot = runtime.metrics()["streams"][0]
-    assert snapshot["stream"] == "cam" and snapshot["state"] == "ended" and snapshot["scored"] >= 4
-    assert snapshot["sampled_fps"] > 0
+    snapshot = pipeline.snapshot().streams[0]
+    assert snapshot.stream == "cam" and snapshot.state == "ended" and snapshot.scored >= 4
+    assert snapshot.sampled_fps > 0

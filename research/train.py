@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cliplive.models import protocol
-from cliplive.models.dataset import Dataset, VideoRecord, video_queries
-from cliplive.models.evaluate import UNLIMITED, score_video
+from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer, ScorerConfig, ScorerOutput
+from cliplive.research import protocol
+from cliplive.research.dataset import Dataset, VideoRecord, video_queries
+from cliplive.research.evaluate import UNLIMITED, score_video
 
 TARGETS = ("gtscore", "binary")
 
@@ -62,13 +63,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {self.target!r}")
+            raise InputError(f"target must be one of {TARGETS}, not {self.target!r}")
         if min(self.importance, self.diversity, self.reconstruction, self.distill) < 0:
-            raise ValueError("loss weights must not be negative")
+            raise InputError("loss weights must not be negative")
         if not 0 <= self.validation < 1:
-            raise ValueError("validation share must be in [0, 1)")
+            raise InputError("validation share must be in [0, 1)")
         if min(self.epochs, self.threads) < 1:
-            raise ValueError("epochs and threads must be at least 1")
+            raise InputError("epochs and threads must be at least 1")
 
 
 class BidirectionalScorer(CausalScorer):
@@ -133,7 +134,7 @@ def _reproducible(config: TrainConfig) -> Iterator[None]:
 def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log) -> TrainResult:
     examples = [_example(v, config) for v in dataset.select(keys)]
     if len(examples) < 2 and config.validation > 0:
-        raise ValueError("training needs at least 2 videos (one is held out for validation)")
+        raise InputError("training needs at least 2 videos (one is held out for validation)")
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(examples))
     n_val = max(1, round(config.validation * len(examples))) if config.validation > 0 else 0
@@ -152,7 +153,7 @@ def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log)
 
 def _example(video: VideoRecord, config: TrainConfig) -> Example:
     if video.gtscore is None:
-        raise ValueError(f"video {video.name} has no gtscore to train on: extract with --annotations")
+        raise InputError(f"video {video.name} has no gtscore to train on: extract with --annotations")
     score = np.asarray(video.gtscore, dtype=np.float64)
     if config.target == "binary":
         target = (score >= np.quantile(score, 1 - protocol.BUDGET)).astype(np.float64)

@@ -15,6 +15,8 @@ per video (`video_1`, `video_2`, ...):
 cliplive adds, all optional: `user_scores` (A, n_frames), each annotator's raw frame scores (the rank
 correlations need them); `query_features` (Q, D) with the sentences in the group attribute `queries` (JSON);
 `relevant_windows` (M, 2), known relevant stretches in seconds (the online-latency metric needs them);
+`saliency` (Q, clips, annotators), QVHighlights' 0-4 saliency of each 2-second clip for each of the
+video's queries (the sentences are its `queries`; NaN for queries without labels, as in the test split);
 the group attribute `fps`, the video's frame rate (step times are picks / fps). File attributes name the
 encoder (`encoder`, `encoder_version`, `calibration`) and the F1 mode (`f1_mode`: avg for TVSum, max
 for SumMe).
@@ -31,8 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplive.models import protocol
-from cliplive.stream import shots as shot_tools
+from cliplive.models import shots as shot_tools
+from cliplive.models.embedding import CLIP_CALIBRATION, unit
+from cliplive.models.errors import InputError
+from cliplive.models.files import atomic_path
+from cliplive.research import protocol
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class VideoRecord:
     query_features: np.ndarray | None = None  # (Q, D)
     queries: list[str] = field(default_factory=list)
     relevant_windows: np.ndarray | None = None  # (M, 2) seconds, [start, end)
+    saliency: np.ndarray | None = None  # (Q, clips, annotators) QVHighlights saliency per query, NaN: unlabelled
 
     @property
     def n_steps(self) -> int:
@@ -72,7 +78,7 @@ class VideoRecord:
 class DatasetInfo:
     encoder: str = "unknown"  # the encoder's name, as checkpoints record it (e.g. clip:ViT-B-32:openai)
     encoder_version: str = ""  # e.g. "cliplive 0.1.0, open_clip 3.3.0"
-    calibration: tuple[float, float] = (25.0, -6.25)  # the encoder's zero-shot logit scale and bias
+    calibration: tuple[float, float] = CLIP_CALIBRATION  # the encoder's zero-shot logit scale and bias
     f1_mode: str = "avg"  # how F1 combines annotators: avg (TVSum) or max (SumMe)
 
 
@@ -85,6 +91,11 @@ class Dataset:
     def dim(self) -> int:
         return next(iter(self.videos.values())).features.shape[1]
 
+    @property
+    def protocol(self) -> str:
+        """What its annotations evaluate: qvhighlights (videos with saliency) or summary (TVSum/SumMe)."""
+        return "qvhighlights" if any(v.saliency is not None for v in self.videos.values()) else "summary"
+
     def select(self, keys: Iterable[str]) -> list[VideoRecord]:
         """Videos by split key; keys with a path prefix (some repositories' splits have them) match by
         their last component."""
@@ -92,7 +103,7 @@ class Dataset:
         for key in keys:
             short = key.rsplit("/", 1)[-1]
             if key not in self.videos and short not in self.videos:
-                raise ValueError(f"split names video {key!r}, which the features file does not have")
+                raise InputError(f"split names video {key!r}, which the features file does not have")
             chosen.append(self.videos[key if key in self.videos else short])
         return chosen
 
@@ -112,8 +123,6 @@ def write_h5(path: str | Path, dataset: Dataset) -> None:
     """Write atomically (temporary file, then rename)."""
     import h5py
 
-    from cliplive.stream.files import atomic_path
-
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         for key, value in asdict(dataset.info).items():
             f.attrs[key] = value
@@ -128,7 +137,7 @@ def write_h5(path: str | Path, dataset: Dataset) -> None:
             g["video_name"] = video.name
             g.attrs["fps"] = video.fps
             g.attrs["queries"] = json.dumps(video.queries)
-            for name in ("gtscore", "user_summary", "user_scores", "query_features", "relevant_windows"):
+            for name in ("gtscore", "user_summary", "user_scores", "query_features", "relevant_windows", "saliency"):
                 value = getattr(video, name)
                 if value is not None:
                     g[name] = np.asarray(value, dtype=np.uint8 if name == "user_summary" else np.float32)
@@ -139,11 +148,11 @@ def read_h5(path: str | Path) -> Dataset:
     import h5py
 
     if not Path(path).is_file():
-        raise ValueError(f"features file not found: {path}")
+        raise InputError(f"features file not found: {path}")
     try:
         f = h5py.File(path, "r")
     except OSError:
-        raise ValueError(f"not an HDF5 features file: {path}") from None
+        raise InputError(f"not an HDF5 features file: {path}") from None
     with f:
         defaults = DatasetInfo()
         info = DatasetInfo(
@@ -155,9 +164,9 @@ def read_h5(path: str | Path) -> Dataset:
         try:
             videos = {key: _read_video(key, f[key]) for key in sorted(f.keys(), key=_natural)}
         except KeyError as e:
-            raise ValueError(f"{path} is not in the community layout: {e.args[0]}") from None
+            raise InputError(f"{path} is not in the community layout: {e.args[0]}") from None
     if not videos:
-        raise ValueError(f"no videos in features file {path}")
+        raise InputError(f"no videos in features file {path}")
     return Dataset(info, videos)
 
 
@@ -166,7 +175,7 @@ def _read_video(key: str, g) -> VideoRecord:
         return np.asarray(g[name]) if name in g else None
 
     features = np.asarray(g["features"], dtype=np.float32)
-    features = _unit(features)  # published ones are not unit
+    features = unit(features)  # published ones are not unit
     name = g["video_name"][()] if "video_name" in g else key
     return VideoRecord(
         name=name.decode() if isinstance(name, bytes) else str(name),
@@ -181,6 +190,7 @@ def _read_video(key: str, g) -> VideoRecord:
         query_features=optional("query_features"),
         queries=json.loads(g.attrs.get("queries", "[]")),
         relevant_windows=optional("relevant_windows"),
+        saliency=optional("saliency"),
     )
 
 
@@ -205,9 +215,9 @@ def video_queries(video: VideoRecord, source: str = "auto") -> np.ndarray:
     if source != "centroid" and video.query_features is not None and len(video.query_features):
         return video.query_features.astype(np.float32)
     if source == "stored":
-        raise ValueError(f"video {video.name} has no query_features; use --queries centroid")
+        raise InputError(f"video {video.name} has no query_features; use --queries centroid")
     mean = video.features.mean(axis=0)
-    return _unit(mean)[None].astype(np.float32)
+    return unit(mean)[None].astype(np.float32)
 
 
 # --- annotation files ------------------------------------------------------------------------------
@@ -222,7 +232,7 @@ def read_tvsum_annotations(path: str | Path) -> dict[str, np.ndarray]:
             continue
         parts = line.split("\t")
         if len(parts) != 3:
-            raise ValueError(f"{path}:{number}: expected video id, category and scores separated by tabs")
+            raise InputError(f"{path}:{number}: expected video id, category and scores separated by tabs")
         rows.setdefault(parts[0], []).append(np.array(parts[2].split(","), dtype=float))
     return {video: np.stack(_same_length(scores)) for video, scores in rows.items()}
 
@@ -239,18 +249,27 @@ def read_summe_annotation(path: str | Path) -> np.ndarray:
 
     mat = loadmat(str(path))
     if "user_score" not in mat:
-        raise ValueError(f"{path} is not a SumMe ground-truth file (no user_score)")
+        raise InputError(f"{path} is not a SumMe ground-truth file (no user_score)")
     return np.asarray(mat["user_score"], dtype=float).T
 
 
-def read_annotations(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
-    """TVSum's .tsv, or SumMe's GT folder (or one .mat) -> ({video name: (A, n_frames)}, "tvsum"|"summe")."""
+def read_annotations(path: str | Path) -> tuple[dict, str]:
+    """TVSum's .tsv, or SumMe's GT folder (or one .mat) -> ({video name: (A, n_frames)}, "tvsum"|"summe");
+    QVHighlights' .jsonl -> ({video name: [QVHighlightsQuery, ...]}, "qvhighlights")."""
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"annotations not found: {path}")
     if path.suffix == ".tsv":
         return read_tvsum_annotations(path), "tvsum"
+    if path.suffix == ".jsonl":
+        by_video: dict[str, list[QVHighlightsQuery]] = {}
+        for query in read_qvhighlights(path):
+            by_video.setdefault(query.vid, []).append(query)
+        return by_video, "qvhighlights"
     mats = sorted(path.glob("*.mat")) if path.is_dir() else [path] if path.suffix == ".mat" else []
     if not mats:
-        raise ValueError(f"annotations must be TVSum's ydata-tvsum50-anno.tsv or SumMe's GT folder of .mat files: {path}")
+        raise InputError(f"annotations must be TVSum's ydata-tvsum50-anno.tsv, SumMe's GT folder of .mat files "
+                         f"or QVHighlights' highlight_*_release.jsonl: {path}")
     return {m.stem: read_summe_annotation(m) for m in mats}, "summe"
 
 
@@ -307,9 +326,18 @@ def read_qvhighlights(path: str | Path) -> list[QVHighlightsQuery]:
             try:
                 record = json.loads(line)
                 queries.append(QVHighlightsQuery(**{k: v for k, v in record.items() if k in fields}))
-            except (json.JSONDecodeError, TypeError) as e:
-                raise ValueError(f"{path}:{number}: not a QVHighlights record ({e})") from None
+            except (json.JSONDecodeError, TypeError, AttributeError) as e:
+                raise InputError(f"{path}:{number}: not a QVHighlights record ({e})") from None
     return queries
+
+
+def annotate_highlights(video: VideoRecord, queries: Sequence[QVHighlightsQuery]) -> None:
+    """Join one video's QVHighlights queries, in the order of its stored queries (their sentences): sets
+    saliency (Q, clips, annotators), NaN for queries without labels."""
+    rows = [q.saliency() if q.relevant_clip_ids else np.full_like(q.saliency(), np.nan) for q in queries]
+    if len({r.shape for r in rows}) > 1:
+        raise InputError(f"the QVHighlights queries of {video.name} disagree on its duration or annotators")
+    video.saliency = np.stack(rows)
 
 
 # --- splits ----------------------------------------------------------------------------------------
@@ -320,7 +348,7 @@ def make_splits(keys: Sequence[str], count: int = 5, seed: int = 0) -> list[dict
     sets are the folds of one shuffle, so every video is tested exactly once and the mean over splits is
     a mean over the whole dataset (independent shuffles would test some videos several times, others never)."""
     if not 2 <= count <= len(keys):
-        raise ValueError(f"cannot make {count} splits of {len(keys)} videos")
+        raise InputError(f"cannot make {count} splits of {len(keys)} videos")
     folds = np.array_split(np.random.default_rng(seed).permutation(len(keys)), count)
     return [
         {"train_keys": [keys[i] for i in sorted(set(range(len(keys))) - set(fold))], "test_keys": [keys[i] for i in sorted(fold)]}
@@ -329,8 +357,6 @@ def make_splits(keys: Sequence[str], count: int = 5, seed: int = 0) -> list[dict
 
 
 def write_splits(path: str | Path, splits: list[dict]) -> None:
-    from cliplive.stream.files import atomic_path
-
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(splits, indent=1))
 
@@ -339,11 +365,11 @@ def read_splits(path: str | Path) -> list[dict]:
     try:
         splits = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"splits file not found: {path}") from None
+        raise InputError(f"splits file not found: {path}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"splits file {path} is not JSON: {e}") from None
+        raise InputError(f"splits file {path} is not JSON: {e}") from None
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train_keys", "test_keys"} <= set(s) for s in splits):
-        raise ValueError(f"splits file {path} must be a list of {{train_keys, test_keys}} objects")
+        raise InputError(f"splits file {path} must be a list of {{train_keys, test_keys}} objects")
     return splits
 
 
@@ -388,16 +414,16 @@ class SyntheticConfig:
 
 def synthetic_benchmark(config: SyntheticConfig = SyntheticConfig()) -> Dataset:
     rng = np.random.default_rng(config.seed)
-    concepts = _unit(rng.normal(size=(config.concepts, config.dim)))
-    text_only = _unit(rng.normal(size=config.dim))  # what every sentence has and no ordinary frame does
-    unrelated = _unit(rng.normal(size=(4 * config.concepts, config.dim)))
+    concepts = unit(rng.normal(size=(config.concepts, config.dim)))
+    text_only = unit(rng.normal(size=config.dim))  # what every sentence has and no ordinary frame does
+    unrelated = unit(rng.normal(size=(4 * config.concepts, config.dim)))
     videos = {}
     for v in range(config.videos):
         target = concepts[v % config.concepts]
-        distractor = _unit(text_only + config.distractor_concept * target + config.distractor_other * unrelated[rng.integers(len(unrelated))])
+        distractor = unit(text_only + config.distractor_concept * target + config.distractor_other * unrelated[rng.integers(len(unrelated))])
         video = _synthetic_video(config, rng, target, distractor, unrelated)
         noise = rng.normal(size=(config.sentences, config.dim)) / math.sqrt(config.dim)
-        video.query_features = _unit(target + config.text_gap * text_only + config.sentence_noise * noise).astype(np.float32)
+        video.query_features = unit(target + config.text_gap * text_only + config.sentence_noise * noise).astype(np.float32)
         video.name = f"synthetic_{v:03d}"
         video.queries = [f"concept {v % config.concepts}, sentence {j}" for j in range(config.sentences)]
         videos[f"video_{v + 1}"] = video
@@ -422,7 +448,7 @@ def _synthetic_video(config: SyntheticConfig, rng, concept, distractor, unrelate
         start = end
     background = np.cumsum(config.drift * rng.normal(size=(n, config.dim)), axis=0) + rng.normal(size=config.dim)
     noise = rng.normal(size=(n, config.dim)) / math.sqrt(config.dim)
-    features = _unit(content + config.background * _unit(background) + config.frame_noise * noise)
+    features = unit(content + config.background * unit(background) + config.frame_noise * noise)
     picks = np.arange(n) * config.every
     n_frames = n * config.every
     change_points = shots_from_features(features, picks, n_frames, config.fps)
@@ -441,6 +467,3 @@ def _annotator(config: SyntheticConfig, rng, relevant: np.ndarray) -> np.ndarray
         marked[max(0, start + lo) : max(0, min(len(marked), end + hi))] = True
     return np.clip(np.round(1 + 3 * marked + config.annotator_noise * rng.normal(size=len(marked))), 1, 5)
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

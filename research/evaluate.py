@@ -14,6 +14,10 @@ the decision about the frame at t may use frames up to t + L. The scorer is the 
 - unlimited: the whole video is known: the published offline protocol (KTS shots, shot score = mean frame
   probability, 0/1 knapsack at 15%), so this row compares with the literature's numbers. Tau and rho rank
   the raw scores.
+
+Files extracted with QVHighlights annotations are scored by that protocol instead (`evaluate_highlights`):
+each query alone scores every sampled frame, a 2-second clip scores the mean of its frames, and HIT@1
+and mAP are taken over the labelled queries (`protocol.hit_at_1`, `protocol.highlight_map`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from cliplive.models import protocol
-from cliplive.models.dataset import Dataset, VideoRecord, video_queries
+from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer
+from cliplive.research import protocol
+from cliplive.research.dataset import Dataset, VideoRecord, video_queries
 from cliplive.stream.segmenter import EPS, OnlineSegmenter, SegmenterConfig, probability
 
 UNLIMITED = math.inf
+PROTOCOLS = ("summary", "qvhighlights")  # TVSum/SumMe's table; QVHighlights' highlight detection
 
 
 @dataclass
@@ -94,7 +100,7 @@ def online_summary(
 def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str) -> VideoResult:
     """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead."""
     if video.user_summary is None:
-        raise ValueError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
+        raise InputError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
     times = video.times
     if math.isinf(lookahead):
         f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
@@ -169,3 +175,51 @@ def format_table(rows: Sequence[Row], title: str) -> str:
         correlation = "      -       -" if math.isnan(r.tau) else f"{r.tau:6.3f}  {r.rho:6.3f}"
         lines.append(f"{format_lookahead(r.lookahead):>10}  {r.split!s:>5}  {100 * r.f1:5.1f}  {correlation}  {delay:>7}  {detected:>8}")
     return "\n".join(lines)
+
+
+# --- QVHighlights highlight detection --------------------------------------------------------------
+
+
+@dataclass
+class HighlightResult:
+    hit_at_1: float
+    map: float
+    queries: int  # labelled queries scored
+    threshold: int  # saliency a clip needs to count as positive
+
+
+@torch.no_grad()
+def clip_scores(scorer: CausalScorer, video: VideoRecord, query: int) -> np.ndarray:
+    """Query `query` of the video alone scores each sampled frame (the aggregate logit); each 2-second clip
+    of its saliency takes the mean over its frames, or the frame nearest its centre if it has none."""
+    tokens = video_queries(video, "stored")[query : query + 1]
+    scores = scorer(torch.from_numpy(video.features), torch.from_numpy(tokens)).score.numpy().astype(np.float64)
+    n_clips = video.saliency.shape[1]
+    clip = (video.times // protocol.QVHIGHLIGHTS_CLIP).astype(int)
+    inside = clip < n_clips
+    totals = np.bincount(clip[inside], weights=scores[inside], minlength=n_clips)
+    counts = np.bincount(clip[inside], minlength=n_clips)
+    centres = (np.arange(n_clips) + 0.5) * protocol.QVHIGHLIGHTS_CLIP
+    nearest = scores[np.abs(video.times[None, :] - centres[:, None]).argmin(axis=1)]
+    return np.where(counts > 0, totals / np.maximum(counts, 1), nearest)
+
+
+def evaluate_highlights(dataset: Dataset, scorer: CausalScorer, threshold: int = protocol.VERY_GOOD) -> HighlightResult:
+    """HIT@1 and mAP of the scorer over every labelled QVHighlights query of the file."""
+    predicted, saliency = [], []
+    for video in dataset.videos.values():
+        for query, truth in enumerate(video.saliency if video.saliency is not None else []):
+            if not np.isnan(truth).all():
+                predicted.append(clip_scores(scorer, video, query))
+                saliency.append(truth)
+    if not saliency:
+        raise InputError("no labelled QVHighlights queries in the features file (extract with --annotations "
+                         "highlight_val_release.jsonl: the test split has no labels)")
+    return HighlightResult(protocol.hit_at_1(predicted, saliency, threshold), protocol.highlight_map(predicted, saliency, threshold),
+                           len(saliency), threshold)
+
+
+def format_highlights(result: HighlightResult, title: str) -> str:
+    """HIT@1 and mAP in percent, as the QVHighlights tables print them."""
+    return "\n".join([title, f"{'queries':>8}  {'HIT@1':>6}  {'mAP':>6}",
+                      f"{result.queries:>8}  {100 * result.hit_at_1:6.1f}  {100 * result.map:6.1f}"])

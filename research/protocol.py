@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from cliplive.stream.shots import select_shots
+from cliplive.models.errors import InputError
+from cliplive.models.shots import select_shots
 
 BUDGET = 0.15  # the protocol keeps 15% of the frames
 F1_MODES = ("avg", "max")  # TVSum averages over annotators, SumMe takes the best-matching one
@@ -74,7 +75,7 @@ def summary_f1(machine: np.ndarray, user_summary: np.ndarray, mode: str = "avg")
     as the reference code does.
     """
     if mode not in F1_MODES:
-        raise ValueError(f"F1 mode must be one of {F1_MODES}, not {mode!r}")
+        raise InputError(f"F1 mode must be one of {F1_MODES}, not {mode!r}")
     user_summary = np.atleast_2d(user_summary)
     n = user_summary.shape[1]
     machine = _fit(machine, n)
