@@ -80,7 +80,7 @@ class Encoder(ABC):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Sentences -> (N, dim) float32, L2-normalised; cached, since queries repeat for every frame."""
-        texts = [check_query(t) for t in texts]
+        texts = [check_sentence(t) for t in texts]
         missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
         if missing:
             for text, vec in zip(missing, unit(self._encode_texts(missing))):
@@ -100,7 +100,7 @@ class Encoder(ABC):
         """Validated sentences -> (N, dim) embeddings, not yet normalised."""
 
 
-def check_query(text: str) -> str:
+def check_sentence(text: str) -> str:
     text = " ".join(str(text).split())
     if not text:
         raise InputError("empty sentence: a sentence needs at least one word")

@@ -43,7 +43,8 @@ def create_app(service: Service, token: str | None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="cliplive", summary="Live language-guided video highlights", version="1", lifespan=lifespan)
+    app = FastAPI(title="cliplive", summary="Live language-guided video highlights", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # web.add_docs serves them, with no CDN
     app.state.service = service
     app.include_router(api.router)
     app.include_router(webrtc_api.router)
@@ -51,7 +52,7 @@ def create_app(service: Service, token: str | None) -> FastAPI:
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
-        """Liveness; the only endpoint without a token."""
+        """Liveness; needs no token (nor do the web page, the docs and the schema)."""
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=Response, tags=["service"], responses={200: {"content": {CONTENT_TYPE: {}}}})
@@ -65,6 +66,7 @@ def create_app(service: Service, token: str | None) -> FastAPI:
     app.add_exception_handler(InputError, known_error)
     app.add_exception_handler(Unavailable, known_error)
 
+    web.add_docs(app)
     app.mount("/", web.static_files(), name="web")  # last: it takes every path no route did
     app.openapi = lambda: app.openapi_schema or _openapi_with_bearer(app)
     # Outermost last: CORS answers preflights, auth refuses before any body is read, then the size cap;

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from cliplive.server import research, serve
-from cliplive.server.options import add_encoder_options, add_query_options, fraction, non_negative_float, positive_float
+from cliplive.server.options import add_encoder_options, add_query_options, fraction, lookahead, positive_float, stream_name
 
 # Third-party libraries print progress bars and banners on import; the CLI speaks for itself.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -45,22 +45,53 @@ def main(argv: list[str] | None = None) -> int:
         return status
 
 
+VERBOSE_HELP = "log more (-v info, -vv debug); before or after the command, the counts add up"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a misspelled option is reported by the command it was given to (with that command's
+    usage), not by the top-level parser; and `-v` counts wherever it is given."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            command = getattr(parsed, "command", None)
+            where = commands.choices.get(command, self) if commands and command else self
+            where.error(f"unrecognized arguments: {' '.join(extra)}")
+        if hasattr(parsed, "command_verbose"):
+            parsed.verbose = getattr(parsed, "verbose", 0) + parsed.command_verbose
+            del parsed.command_verbose
+        return parsed
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("cliplive")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The commands and their options; each command's code is imported only when it runs."""
-    parser = argparse.ArgumentParser(prog="cliplive", description="Language-guided video highlights, live and offline.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    parser = Parser(prog="cliplive", description="Language-guided video highlights, live and offline.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"cliplive {version()}", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("summarize", help="highlights / summary of a video file")
-    s.add_argument("video")
+    s.add_argument("video", help="the video file to summarize")
     add_query_options(s)
     add_encoder_options(s)
     s.add_argument("--fps", type=positive_float, default=2.0, help="frames sampled per second (default 2)")
     s.add_argument("--budget", type=fraction, default=0.15, help="fraction of time kept (default 0.15); 0: fixed thresholds")
-    s.add_argument("--lookahead", type=non_negative_float, default=0.0, help="seconds of lookahead (default 0: fully causal)")
+    s.add_argument("--lookahead", type=lookahead(), default=0.0, metavar="SECONDS", help="seconds of lookahead (default 0: fully causal)")
     s.add_argument("--shots", action="store_true", help="refine with KTS shots and a knapsack, as the CLIP-It paper does")
-    s.add_argument("-o", "--output", help="write the summary video (mp4) here")
-    s.add_argument("--json", help="write the highlights as JSON here ('-' for stdout)")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the summary video (mp4) here")
+    s.add_argument("--json", metavar="FILE", help="write the highlights as JSON here ('-': stdout, the table then goes to stderr)")
     s.set_defaults(run=run_summarize)
 
     w = commands.add_parser("watch", help="live highlights from cameras, streams and files, as JSON lines")
@@ -70,20 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_options(w)
     w.add_argument("--fps", type=positive_float, default=2.0, help="frames sampled per second per stream (default 2)")
     w.add_argument("--for", dest="duration", type=positive_float, help="stop after this many seconds")
-    w.add_argument("--lookahead", type=non_negative_float, default=0.0, help="seconds of lookahead (default 0: fully causal)")
+    w.add_argument("--lookahead", type=lookahead(), default=0.0, metavar="SECONDS", help="seconds of lookahead (default 0: fully causal)")
     w.add_argument("--realtime", action="store_true", help="play files at real-time pace")
     w.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp)")
     w.add_argument("--stall-timeout", type=positive_float, default=5.0, help="seconds without frames before reconnecting")
     w.add_argument("--metrics", type=positive_float, metavar="SECONDS", help="also emit a metrics event this often")
+    w.add_argument("--name", dest="names", action="append", default=[], metavar="NAME", type=stream_name,
+                   help="the stream's name in its events (repeatable: one per source, in order; default stream0, stream1, ...)")
     w.set_defaults(run=run_watch)
 
     d = commands.add_parser("demo", help="the embedded demo: real footage, known answers, no downloads")
-    d.add_argument("--out-dir", default="cliplive-demo", help="where the montage, summary video and JSON go")
-    d.add_argument("--lookahead", type=non_negative_float, default=0.0)
+    d.add_argument("-o", "--output", metavar="DIR", default="cliplive-demo",
+                   help="the folder the montage, summary video and JSON go to (default cliplive-demo)")
+    d.add_argument("--lookahead", type=lookahead(), default=0.0, metavar="SECONDS", help="seconds of lookahead (default 0: fully causal)")
     d.set_defaults(run=run_demo)
 
     serve.add_command(commands)
     research.add_commands(commands)
+    for command in commands.choices.values():  # -v after the command too
+        command.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=0, help=VERBOSE_HELP)
     return parser
 
 
@@ -104,7 +140,7 @@ def run_watch(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from cliplive.server.demo import run
 
-    return run(Path(args.out_dir), lookahead=args.lookahead)
+    return run(Path(args.output), lookahead=args.lookahead)
 
 
 def setup_logging(verbosity: int) -> None:

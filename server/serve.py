@@ -32,6 +32,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from cliplive.models.spec import create_encoder, load_scorer
     from cliplive.server.app import GracefulServer, create_app
     from cliplive.server.config import is_loopback, load_config
+    from cliplive.server.progress import notice
+    from cliplive.server.summarize import describe_spec
     from cliplive.server.security import load_or_create_token
     from cliplive.server.service import Service
 
@@ -43,6 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.no_auth and not is_loopback(server.host):
         raise InputError(f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {server.host}")
     sinks = sinks_from_config(config)  # config mistakes show before the model loads
+    notice(f"loading encoder {describe_spec(config.encoder)} ...")
     try:
         encoder = create_encoder(config.encoder)
     except EncoderUnavailable as e:

@@ -10,6 +10,7 @@ the API are stored and start again after a restart, until deleted.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -110,11 +111,17 @@ class Service:
         self._forwarders = [loop.create_task(self._forward(sink, self.bus.subscribe(f"sink {sink.name}")), name=f"sink {sink.name}")
                             for sink in self.sinks]
         self._end_interrupted_highlights()
+        skipped = set()
         for spec in self.config.streams:  # the config file wins over what the API stored under the same name
-            await self._start_logged(spec, "config")
+            if self._already_scanned(spec):
+                skipped.add(spec.name)
+            else:
+                await self._start_logged(spec, "config")
         for spec, origin in self.store.active_streams():
-            if origin == "api" and spec["name"] not in self.streams:
-                await self._start_logged(StreamSpec.model_validate(spec), "api")
+            if origin == "api" and spec["name"] not in self.streams and spec["name"] not in skipped:
+                spec = StreamSpec.model_validate(spec)
+                if not self._already_scanned(spec):
+                    await self._start_logged(spec, "api")
 
     async def stop(self) -> None:
         """Stop every stream (their open segments end; those `end` events are stored and sent), then end
@@ -188,6 +195,29 @@ class Service:
         if spec.images and not self.settings.allow_local_sources:
             raise InputError("reference images are files on the server: the server's config does not allow local sources")
 
+    def _already_scanned(self, spec: StreamSpec) -> bool:
+        """A local file read to its end before, unchanged and with the same queries, is not read again at a
+        restart (its highlights are stored already) unless the stream asks to `rescan`; its `ended`
+        status event says so."""
+        key = file_scan_key(spec)
+        if spec.rescan or key is None or self.store.scanned(spec.name) != key:
+            return False
+        log.info("stream %s not started: %s was read to its end already (rescan = true reads it again)", spec.name, spec.source)
+        self.emit(StatusEvent(spec.name, "ended", {"skipped": "already scanned to its end", "source": spec.source}))
+        return True
+
+    def _remember_scan(self, stream: LiveStream, key: str | None) -> None:
+        """When a file stream's runner ends: if it read the whole file (not stopped, no error, queries not
+        changed meanwhile), remember it (see `_already_scanned`)."""
+        status = stream.runner.last_status
+        if (key is None or not self._running or stream.deleting or status is None or status.state != "ended"
+                or status.detail.get("error") or file_scan_key(stream.spec) != key):
+            return
+        try:
+            self.store.mark_scanned(stream.spec.name, key)
+        except sqlite3.Error:
+            log.exception("stream %s: its complete scan was not recorded", stream.spec.name)
+
     async def _start_logged(self, spec: StreamSpec, origin: Origin) -> None:
         """At startup one broken stream (a file gone, an image unreadable) must not keep the others down."""
         try:
@@ -206,6 +236,9 @@ class Service:
             recorder = PacketRecorder(spec.source, spec.name, kind, self.settings.buffer_minutes, options)
             recorder.start()
         self.streams[spec.name] = stream = LiveStream(spec, origin, frames, runner, recorder)
+        if source is None and origin != "session":
+            key = file_scan_key(spec)
+            runner.task.add_done_callback(lambda _: self._remember_scan(stream, key))
         return stream
 
     # --- events ----------------------------------------------------------------------------------
@@ -236,13 +269,12 @@ class Service:
     def _record_highlight(self, data: dict, stream: LiveStream | None) -> None:
         """Keep the highlight's row in step with its event, and give the event the row's id: the
         segmenter's ids restart with each run of a stream, the row's never repeat."""
-        wall_time = stream.frames.wall_time if stream else lambda t: time.time()
         highlight_id = self.store.open_highlight(data["stream"], data["id"])
         if highlight_id is None:
             source = stream.spec.source if stream else ""
-            highlight_id = self.store.insert_highlight(data, source, wall_time(data["start"]))
+            highlight_id = self.store.insert_highlight(data, source, data["wall_start"])
         if data["type"] != "new":
-            self.store.update_highlight(highlight_id, data, None if data["end"] is None else wall_time(data["end"]))
+            self.store.update_highlight(highlight_id, data, data["wall_end"])
         data["id"], data["highlight_id"] = f"{data['stream']}-{highlight_id}", highlight_id
 
     def _keep_thumbnail(self, data: dict, stream: LiveStream) -> None:
@@ -334,6 +366,20 @@ class ServiceSnapshot:
     subscribers: int
     subscribers_dropped: int
     store_seconds: list[float]  # recent events' commit times
+
+
+def file_scan_key(spec: StreamSpec) -> str | None:
+    """What a complete read of a local-file stream depends on (the file's path, size and modification
+    time, the queries and sampling rate), as JSON; None for other sources or a file that is gone."""
+    try:
+        if source_kind(spec.source) != "file":
+            return None
+        path = Path(spec.source.removeprefix("file://")).resolve()
+        info = path.stat()
+    except (InputError, OSError):
+        return None
+    return json.dumps({"path": str(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns, "fps": spec.fps,
+                       "sentences": spec.sentences, "images": spec.images})
 
 
 def clip_source_kind(row: HighlightRow) -> str | None:

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS highlights (
 );
 CREATE INDEX IF NOT EXISTS highlights_open ON highlights (stream, segment) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS highlights_time ON highlights (wall_start);
+CREATE TABLE IF NOT EXISTS scanned_files (
+    stream TEXT PRIMARY KEY,
+    key TEXT NOT NULL,                   -- what was scanned: the file (path, size, mtime) and the queries, as JSON
+    wall REAL NOT NULL                   -- when the scan reached the file's end
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     stream TEXT,
@@ -124,6 +129,16 @@ class Store:
         """(spec, origin) of every stream not deleted, oldest first."""
         rows = self.db.execute("SELECT spec, origin FROM streams WHERE deleted IS NULL ORDER BY created, name")
         return [(json.loads(spec), origin) for spec, origin in rows]
+
+    def mark_scanned(self, stream: str, key: str) -> None:
+        """A file stream was read to its end with `key` (see `Service`): not read again at restarts."""
+        self.db.execute("INSERT INTO scanned_files (stream, key, wall) VALUES (?, ?, ?) "
+                        "ON CONFLICT (stream) DO UPDATE SET key = excluded.key, wall = excluded.wall", (stream, key, time.time()))
+
+    def scanned(self, stream: str) -> str | None:
+        """The key of the stream's last complete file scan, if any."""
+        row = self.db.execute("SELECT key FROM scanned_files WHERE stream = ?", (stream,)).fetchone()
+        return row[0] if row else None
 
     # --- events ----------------------------------------------------------------------------------
 

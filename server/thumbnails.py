@@ -1,4 +1,4 @@
-"""The last few scored frames of a stream, for highlight thumbnails and for placing media time on the wall clock.
+"""The last few scored frames of a stream, for highlight thumbnails.
 
 `RecentFrames` observes a pipeline stream (`cliplive.stream.pipeline.Observer`) and keeps the frames the
 encoder saw, already scaled to its input size, so a thumbnail costs no extra decoding. Only a few
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from collections import deque
 
 import numpy as np
@@ -32,13 +31,6 @@ class RecentFrames:
     def nearest(self, t: float) -> Frame | None:
         """The kept frame closest to media time `t`."""
         return min(self.frames, key=lambda f: abs(f.t - t), default=None)
-
-    def wall_time(self, t: float) -> float:
-        """Unix time at which media time `t` was live, from the newest frame's timestamps."""
-        if not self.frames:
-            return time.time()
-        last = self.frames[-1]
-        return last.wall - (last.t - t)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:

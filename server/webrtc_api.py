@@ -93,7 +93,7 @@ class Session:
         """A pipeline observer: each frame's relevance, for the page's live plot."""
         if self.channel is not None and self.channel.readyState == "open" and self.channel.bufferedAmount > MAX_BUFFERED:
             return  # a slow client misses plot points, never highlight events
-        self.send({"kind": "scores", "stream": self.stream, "t": round(scored.frame.t, 3),
+        self.send({"kind": "scores", "stream": self.stream, "t": round(scored.frame.t, 3), "wall": round(scored.frame.wall, 3),
                    "relevance": [round(float(x), 4) for x in scored.relevance]})
 
     def close_soon(self) -> None:
@@ -182,7 +182,7 @@ async def start_session(service: Service, offer_sdp: str, sentences: list[str], 
 @router.post("/webrtc/offer", response_model=Answer)
 async def webrtc_offer(offer: Offer, service: ServiceDep) -> Answer:
     """Send a camera: post an SDP offer (ICE gathering complete) with a video track and a DataChannel;
-    the answer's DataChannel carries the stream's events and `{"kind": "scores", "t", "relevance"}` per frame."""
+    the answer's DataChannel carries the stream's events and `{"kind": "scores", "t", "wall", "relevance"}` per frame."""
     session = await start_session(service, offer.sdp, offer.sentences, offer.name, offer.fps)
     return Answer(sdp=session.pc.localDescription.sdp, stream=session.stream, session=session.id)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cliplive.models.encoder import Encoder, check_query
+from cliplive.models.encoder import Encoder, check_sentence
 from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer
 from cliplive.stream.events import HighlightEvent
@@ -23,16 +23,16 @@ class Queries:
     embeddings: np.ndarray  # (Q, D) unit vectors
 
     @classmethod
-    def build(cls, encoder: Encoder, texts: Sequence[str] = (), images: Sequence[str] = ()) -> Queries:
-        texts, images = list(texts), [str(p) for p in images]
+    def build(cls, encoder: Encoder, sentences: Sequence[str] = (), images: Sequence[str] = ()) -> Queries:
+        sentences, images = list(sentences), [str(p) for p in images]
         parts = []
-        if texts:
-            parts.append(encoder.encode_texts(texts))
+        if sentences:
+            parts.append(encoder.encode_texts(sentences))
         if images:
             parts.append(encoder.encode_images(images))
         if not parts:
             raise InputError("no queries: give at least one sentence or reference image")
-        labels = [check_query(t) for t in texts] + [f"image:{p}" for p in images]
+        labels = [check_sentence(t) for t in sentences] + [f"image:{p}" for p in images]
         return cls(labels, np.concatenate(parts).astype(np.float32))
 
 

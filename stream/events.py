@@ -39,6 +39,9 @@ class HighlightEvent:
     query: str
     query_index: int
     best_frame_ts: float
+    wall_start: float | None = None  # Unix time at which `start` was live (live streams; set by the pipeline)
+    wall_end: float | None = None  # ... and `end`
+    wall_time: float = field(default_factory=time.time)  # when the event was emitted
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +57,9 @@ class HighlightEvent:
             "query": self.query,
             "query_index": self.query_index,
             "best_frame_ts": _time(self.best_frame_ts),
+            "wall_start": None if self.wall_start is None else _time(self.wall_start),
+            "wall_end": None if self.wall_end is None else _time(self.wall_end),
+            "wall_time": _time(self.wall_time),
         }
 
     def to_json(self) -> str:

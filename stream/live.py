@@ -156,6 +156,7 @@ class Source(Protocol):
     stream: str
     state: str  # idle, connecting, live, stalled, reconnecting, ended
     metrics: SourceMetrics
+    end_time: float | None  # media time where the source ended by itself, when known (a file read to its end)
 
     async def recv(self) -> Frame:
         """The next sampled frame; raises SourceEnded when there will be none."""
@@ -175,6 +176,7 @@ class LiveSource:
         self.on_status = on_status
         self.metrics = SourceMetrics()
         self.state = "idle"
+        self.end_time: float | None = None
         self._detail: dict = {}  # of the current state
         self._newest = NewestFrame()
 
@@ -360,11 +362,19 @@ class AVSource(LiveSource):
                         self._taken.clear()
                     self.metrics.sampled += 1
                     post(self._deliver, generation, Frame(t, to_rgb(frame, self.options.short_side), wall), None)
+            if not self.reconnects and not self._stop.is_set() and generation == self._generation:
+                self.end_time = self._media_end(container)  # read to its end: segments end where it does
         except av.error.FFmpegError as e:
             error = reason(e)
         finally:
             container.close()
             post(self._deliver, generation, None, error)
+
+    def _media_end(self, container) -> float | None:
+        """The container's end on the stream's media time, when it says how long it is."""
+        if container.duration is None or self.timeline.offset is None:
+            return None
+        return ((container.start_time or 0) + container.duration) / av.time_base + self.timeline.offset
 
     def _decode(self, container, stream, skip: SkipPolicy, generation: int):
         """Decoded frames; packets the skip policy rules out do not reach the decoder. A keyframe decoded

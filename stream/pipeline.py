@@ -15,7 +15,9 @@ in the stream's metrics.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[HighlightEvent | StatusEvent], None]
 LATENCY_SAMPLES = 1000
+WALL_SAMPLES = 256  # recent frames that place media time on the wall clock: minutes at usual sampling rates
 
 
 @dataclass(frozen=True)
@@ -203,15 +206,37 @@ class StreamRunner:
         self.latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # decoded -> scored, events out
         self.scored = self.events = self.failed = 0
         self.last_status: StatusEvent | None = None
+        self._ended: StatusEvent | None = None
+        self._walls: deque[tuple[float, float]] = deque(maxlen=WALL_SAMPLES)  # (media, wall) of recent scored frames
+        self._wall_starts: dict[str, float] = {}  # open segment id -> its wall_start
         self._failed_observers: list[Observer] = []
         self.task: asyncio.Task | None = None
 
     def emit(self, event: HighlightEvent | StatusEvent) -> None:
-        if isinstance(event, HighlightEvent):
-            self.events += 1
-        else:
+        if isinstance(event, StatusEvent):
+            if event.state == "ended" and self.task is not None and not self.task.done():
+                self._ended = event  # told after the stream's last highlight events (run's finally)
+                return
             self.last_status = event
+        else:
+            self.events += 1
+            # A segment's start stays where its first event put it, however the clock mapping moves later.
+            start = self._wall_starts.setdefault(event.id, self.wall_time(event.start))
+            if event.end is not None:
+                self._wall_starts.pop(event.id)
+            event = replace(event, wall_start=start, wall_end=None if event.end is None else self.wall_time(event.end))
         self._emit(event)
+
+    def wall_time(self, t: float) -> float:
+        """Unix time at which media time `t` was live: from the recent scored frame nearest to it (media and
+        wall time move together from there), else the current time."""
+        if not self._walls:
+            return time.time()
+        i = min(bisect.bisect_left(self._walls, (t, -math.inf)), len(self._walls) - 1)
+        if i > 0 and t - self._walls[i - 1][0] < self._walls[i][0] - t:
+            i -= 1
+        media, wall = self._walls[i]
+        return wall + (t - media)
 
     async def run(self) -> None:
         try:
@@ -228,14 +253,18 @@ class StreamRunner:
                     continue
                 self.encoder_lag.append(time.time() - frame.wall)
                 relevance, events = self.highlighter.push(frame.t, embedding)
+                self._walls.append((frame.t, frame.wall))
                 self._observe(ScoredFrame(self.name, frame, embedding, relevance, self.highlighter.queries.labels))
                 self.latency.append(time.time() - frame.wall)
                 self.scored += 1
                 for event in events:
                     self.emit(event)
         finally:
-            for event in self.highlighter.close():
+            for event in self.highlighter.close(self.source.end_time):
                 self.emit(event)
+            if self._ended is not None:
+                self.last_status, ended, self._ended = self._ended, self._ended, None
+                self._emit(ended)
 
     def _observe(self, scored: ScoredFrame) -> None:
         """Before the frame's events go out: a thumbnail tap must hold their best frame. (A method, so that

@@ -155,9 +155,8 @@ def pts_seconds(item: av.VideoFrame | av.AudioFrame | av.Packet, time_base: Frac
     return float(item.pts * base) if item.pts is not None and base else None
 
 
-def sample(source: FileSource, fps: float | Sampler, short_side: int | None) -> Iterator[Frame]:
-    """The source's frames at `fps` (or those a given sampler accepts), converted to RGB only when kept."""
-    sampler = fps if hasattr(fps, "accept") else Sampler(fps)
+def sample(source: FileSource, sampler: Sampler, short_side: int | None) -> Iterator[Frame]:
+    """The source's frames that `sampler` accepts (it is asked about every one), converted to RGB only when kept."""
     for t, frame in source.decoded():
         if sampler.accept(t):
             yield Frame(t, to_rgb(frame, short_side), time.time())

@@ -21,7 +21,7 @@ from cliplive.models.scorer import CausalScorer, zero_shot
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.events import Segment, segment_id
 from cliplive.stream.segmenter import SegmenterConfig, probability
-from cliplive.stream.source import FileSource, Frame, MediaError, prefetch, sample
+from cliplive.stream.source import FileSource, Frame, MediaError, Sampler, prefetch, sample
 
 Progress = Callable[[float], None]
 PSEUDO_QUERIES = 3  # sentences derived from the video itself when none is given
@@ -31,8 +31,8 @@ PSEUDO_QUERY_TEMPLATE = "a photo of a {}."
 @dataclass
 class SummaryRequest:
     video: str
-    queries: Sequence[str] = ()
-    query_images: Sequence[str] = ()
+    sentences: Sequence[str] = ()
+    images: Sequence[str] = ()  # reference images to look for
     fps: float = 2.0
     budget: float | None = 0.15  # fraction of time kept; None or 0: fixed hysteresis thresholds
     lookahead: float = 0.0  # seconds; 0 = fully causal
@@ -49,10 +49,10 @@ def summarize(
     started = time.perf_counter()
     times, embeddings, info = encode_video(request.video, encoder, request.fps, request.batch_size, progress)
     fps = min(request.fps, info.fps) if info.fps else request.fps  # as sampled: never above the file's rate
-    if request.queries or request.query_images:
-        queries, derived = Queries.build(encoder, request.queries, request.query_images), False
+    if request.sentences or request.images:
+        queries, class_probability = Queries.build(encoder, request.sentences, request.images), None
     else:
-        queries, derived = derive_queries(encoder, embeddings, request.pseudo_queries), True
+        queries, class_probability = pseudo_queries(encoder, embeddings, request.pseudo_queries)
     scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
     config = replace(request.segmenter, lookahead=request.lookahead, budget=request.budget or None)
     engine = Highlighter(scorer, queries, config, stream=Path(request.video).name, keep_history=True)
@@ -64,8 +64,12 @@ def summarize(
     if request.shots:
         segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps,
                                  request.budget, engine.segmenter.stream)
+        segments = within(segments, duration)
     else:
-        segments = [s.to_dict() for s in engine.segmenter.segments]
+        segments = within([s.to_dict() for s in engine.segmenter.segments], duration)
+    if class_probability is not None:
+        segments = rescore(segments, times, class_probability)
+    if not request.shots:
         if request.budget:
             segments = fit_budget(segments, request.budget * duration)
     elapsed = time.perf_counter() - started
@@ -73,7 +77,7 @@ def summarize(
         "video": str(request.video),
         "duration": round(duration, 3),
         "queries": queries.labels,
-        "pseudo_queries": derived,
+        "pseudo_queries": list(queries.labels) if class_probability is not None else [],
         "encoder": encoder.name,
         "fps": fps,
         "lookahead": request.lookahead,
@@ -98,7 +102,7 @@ def encode_video(
         info = source.info
         if info.fps and fps > info.fps:
             fps = info.fps
-        times, embeddings = encode_sampled(sample(source, fps, encoder.image_size), encoder, batch_size, progress, info.duration)
+        times, embeddings = encode_sampled(sample(source, Sampler(fps), encoder.image_size), encoder, batch_size, progress, info.duration)
     if not len(times):
         raise MediaError(f"no video frames in {video} (zero-length or unreadable video)")
     return times, embeddings, info
@@ -134,15 +138,50 @@ def derive_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> Quer
     that are the best match for the most frames (distinct, most frequent first) become the sentences.
     This stands in for the captions CLIP-It generates for generic summaries.
     """
+    return pseudo_queries(encoder, embeddings, count)[0]
+
+
+def pseudo_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> tuple[Queries, np.ndarray]:
+    """derive_queries' sentences, and each frame's probability of each chosen class among all 1000 (n, k):
+    a softmax of the encoder's calibrated logits (its calibration scale times the cosine) over the whole
+    vocabulary. A generic summary's segments are scored with it: the chosen class is by construction
+    the best match of many frames, so its sigmoid relevance saturates near 1 and says nothing."""
     from cliplive.models.conse import imagenet_class_names
 
     names = imagenet_class_names()
     vocabulary = encoder.encode_texts([PSEUDO_QUERY_TEMPLATE.format(n) for n in names])
-    best = (embeddings @ vocabulary.T).argmax(axis=1)
+    cosines = embeddings @ vocabulary.T
+    best = cosines.argmax(axis=1)
     ranked = np.argsort(-np.bincount(best, minlength=len(names)), kind="stable")
     chosen = [int(i) for i in ranked[:count] if np.any(best == i)]
     texts = [PSEUDO_QUERY_TEMPLATE.format(names[i]) for i in chosen]
-    return Queries(texts, vocabulary[chosen])
+    logits = encoder.calibration[0] * cosines.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probability_ = np.exp(logits)
+    probability_ /= probability_.sum(axis=1, keepdims=True)
+    return Queries(texts, vocabulary[chosen]), probability_[:, chosen]
+
+
+def rescore(segments: list[dict], times: np.ndarray, class_probability: np.ndarray) -> list[dict]:
+    """A generic summary's segments: score = the peak, over the segment's frames, of its class's probability
+    among the vocabulary (see pseudo_queries); best_frame_ts = where that peak is."""
+    rescored = []
+    for segment in segments:
+        inside = np.flatnonzero((times >= segment["start"] - 1e-6) & (times < segment["end"] - 1e-6))
+        if not len(inside):
+            inside = np.array([int(np.abs(times - segment["best_frame_ts"]).argmin())])
+        column = class_probability[inside, segment["query_index"]]
+        best = inside[int(column.argmax())]
+        rescored.append({**segment, "score": round(float(column.max()), 4), "best_frame_ts": round(float(times[best]), 3)})
+    return rescored
+
+
+def within(segments: list[dict], duration: float) -> list[dict]:
+    """Segments cut at the file's end. The segmenter never ends an open segment before the last sampled
+    frame, and a container's duration may stop short of it: no segment ends past the file's end."""
+    end = round(duration, 3)
+    return [{**s, "end": min(s["end"], end), "best_frame_ts": min(s["best_frame_ts"], end)}
+            for s in segments if s["start"] < end]
 
 
 def shot_segments(

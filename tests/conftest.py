@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +26,19 @@ def ffmpeg(*args: str) -> None:
 def ffprobe_json(path: Path, *args: str) -> dict:
     out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def scene_cycle(path: Path, seconds: int, fps: int, gop: int) -> Path:
+    """H.264 cycling through five very different 1.5 s scenes (test pattern, red, mandelbrot, bars, blue):
+    even random weights find highlights in it. Made once per path."""
+    if not path.exists():
+        inputs = ["testsrc=", "color=c=red:", "mandelbrot=", "smptebars=", "color=c=blue:"]
+        args = [a for src in inputs for a in ("-f", "lavfi", "-i", f"{src}size=320x240:rate={fps}")]
+        chain = "".join(f"[{i}]trim=duration=1.5,setpts=PTS-STARTPTS[v{i}];" for i in range(5))
+        loops, frames = math.ceil(seconds / 7.5) - 1, math.ceil(7.5 * fps)
+        ffmpeg(*args, "-filter_complex", f"{chain}{''.join(f'[v{i}]' for i in range(5))}concat=n=5:v=1,loop=loop={loops}:size={frames}[o]",
+               "-map", "[o]", "-t", str(seconds), "-c:v", "libx264", "-g", str(gop), "-pix_fmt", "yuv420p", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

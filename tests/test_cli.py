@@ -89,7 +89,7 @@ def test_summarize_writes_json_and_a_video_matching_it(montage, tmp_path):
     assert "truncated" in result.stderr  # the long sentence: a warning, not an error
     summary = json.loads(js.read_text())
     assert summary["video"] == str(video) and abs(summary["duration"] - truth[-1][2]) < 0.1
-    assert summary["queries"][0] == query and summary["pseudo_queries"] is False
+    assert summary["queries"][0] == query and summary["pseudo_queries"] == []
     assert len(summary["frames"]["t"]) == len(summary["frames"]["relevance"]) == 61
     segments = summary["segments"]
     kept = sum(s["end"] - s["start"] for s in segments)
@@ -107,16 +107,38 @@ def test_generic_summary_derives_pseudo_queries(h264_with_audio, tiny, tmp_path)
     result = cliplive("summarize", str(h264_with_audio), *tiny, "--shots", "--json", str(js))
     assert result.returncode == 0, result.stderr
     summary = json.loads(js.read_text())
-    assert summary["pseudo_queries"] is True and 1 <= len(summary["queries"]) <= 3
+    assert summary["pseudo_queries"] == summary["queries"] and 1 <= len(summary["queries"]) <= 3
     assert all(q.startswith("a photo of a ") for q in summary["queries"])
     assert summary["mode"] == "shots"
     kept = sum(s["end"] - s["start"] for s in summary["segments"])
     assert 0 < kept <= 0.15 * summary["duration"] + 0.5
 
 
+def test_json_to_stdout_is_one_document_through_a_pipe_and_generic_scores_mean_something(montage):
+    """`summarize V --json - | python -m json.tool`: stdout is the JSON alone (the table goes to stderr).
+    Generic (no -s) on real footage with conse: the chosen class is by construction the frames' best match,
+    whose sigmoid saturates at 1.00; the score is the class's probability among the 1000 instead."""
+    video, _ = montage
+    summarize = subprocess.Popen([sys.executable, "-m", "cliplive.server.cli", "summarize", str(video), "--encoder", "conse",
+                                  "--json", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tool = subprocess.run([sys.executable, "-m", "json.tool"], stdin=summarize.stdout, capture_output=True, text=True, timeout=240)
+    summarize.stdout.close()
+    err = summarize.stderr.read().decode()
+    assert summarize.wait(timeout=60) == 0 and tool.returncode == 0, err + tool.stderr
+    summary = json.loads(tool.stdout)
+    assert {"video", "duration", "queries", "pseudo_queries", "segments", "frames"} <= summary.keys()
+    assert summary["pseudo_queries"] == summary["queries"] and len(summary["queries"]) == 3
+    assert f'no sentences given: looking for "{summary["queries"][0]}"' in err
+    assert f"{len(summary['segments'])} highlight" in err  # the human table: on stderr
+    scores = [s["score"] for s in summary["segments"]]
+    assert scores and all(0 < score < 0.99 for score in scores), scores
+    assert len(set(scores)) == len(scores)
+    assert all(s["end"] <= summary["duration"] for s in summary["segments"])
+
+
 def test_demo_finds_each_sentence_causally(tmp_path):
     """The README's first command: real footage, conse, lookahead 0, per-query F1 >= 0.8."""
-    result = cliplive("demo", "--out-dir", str(tmp_path), timeout=400)
+    result = cliplive("demo", "-o", str(tmp_path), timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -145,7 +167,7 @@ def test_every_command_that_loads_an_encoder_has_the_specs_options(tmp_path):
     spec_options = ["--encoder", "conse", "--model", "m.json", "--pretrained", "w.pt", "--precision", "bf16",
                     "--max-batch", "4", "--threads", "2"]
     wanted = EncoderSpec(kind="conse", model="m.json", pretrained="w.pt", precision="bf16", max_batch=4, threads=2)
-    for command in (["summarize", "v.mp4"], ["watch", "rtsp://cam/x"], ["extract", "v.mp4", "--out", "x.h5"], ["serve"]):
+    for command in (["summarize", "v.mp4"], ["watch", "rtsp://cam/x"], ["extract", "v.mp4", "-o", "x.h5"], ["serve"]):
         assert encoder_spec(parser.parse_args(command)) == EncoderSpec(), command  # unset options: the defaults
         assert encoder_spec(parser.parse_args([*command, *spec_options])) == wanted, command
     args = parser.parse_args(["summarize", "v.mp4", "--checkpoint", "s.pt", "-s", "a dog", "-s", "a cat", "--image", "r.png"])
@@ -229,3 +251,123 @@ def test_command_modules_do_not_import_the_cli():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
                 assert "cliplive.server.cli" not in names, path.name
+
+
+# --- one vocabulary: every command's options (in-process: no models load) ---------------------------
+
+
+def _commands():
+    import argparse
+
+    from cliplive.server.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, commands.choices
+
+
+def test_every_option_and_positional_has_help_and_outputs_are_dash_o():
+    import argparse
+
+    parser, commands = _commands()
+    assert set(commands) == {"summarize", "watch", "demo", "serve", "extract", "synthetic", "train", "evaluate"}
+    for name, command in {"cliplive": parser, **commands}.items():
+        for action in command._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help.strip(), f"{what}: no help text"
+            writes = action.dest in ("out", "out_dir", "output") or any(o.startswith("--out") for o in action.option_strings)
+            if writes:
+                assert action.option_strings == ["-o", "--output"], f"{what}: an output is -o/--output"
+        assert command.format_help()  # every help renders (a stray % in a help text would raise here)
+    assert {name for name, c in commands.items() if any("--output" in a.option_strings for a in c._actions)} == {
+        "summarize", "demo", "extract", "synthetic", "train"}
+
+
+def test_version_verbose_anywhere_and_misspelled_options_name_their_command(capsys):
+    from importlib.metadata import version
+
+    from cliplive.server.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"cliplive {version('cliplive')}"
+    for argv, count in ((["summarize", "v.mp4"], 0), (["-v", "summarize", "v.mp4"], 1), (["summarize", "v.mp4", "-v"], 1),
+                        (["-v", "summarize", "-vv", "v.mp4"], 3), (["serve", "--verbose"], 1)):
+        args = parser.parse_args(argv)
+        assert args.verbose == count and not hasattr(args, "command_verbose"), argv
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["summarize", "x", "--fsp", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: cliplive summarize ")
+    assert err.strip().splitlines()[-1] == "cliplive summarize: error: unrecognized arguments: --fsp 2"
+    # --lookahead: one parser; only evaluate has a use for 'unlimited'
+    assert parser.parse_args(["evaluate", "--data", "d.h5", "--lookahead", "unlimited", "--lookahead", "2"]).lookahead == [
+        float("inf"), 2.0]
+    for command in (["summarize", "v.mp4"], ["watch", "v.mp4"], ["demo"]):
+        assert parser.parse_args([*command, "--lookahead", "1.5"]).lookahead == 1.5
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--lookahead", "unlimited"])
+        assert "invalid lookahead value: 'unlimited'" in capsys.readouterr().err
+    assert parser.parse_args(["demo", "-o", "d"]).output == "d" and parser.parse_args(["demo"]).output == "cliplive-demo"
+
+
+def test_one_highlight_is_singular_and_the_table_goes_where_it_is_told(capsys):
+    import io
+
+    from cliplive.server.summarize import print_segments
+
+    segment = {"start": 1.0, "end": 2.0, "score": 0.5, "query": "a dog"}
+    result = {"video": "v.mp4", "duration": 3.0, "realtime_factor": 9.0, "encoder": "conse", "pseudo_queries": [],
+              "segments": [segment]}
+    print_segments(result)
+    assert capsys.readouterr().out.startswith("v.mp4: 1 highlight in 3.0 s")
+    side = io.StringIO()
+    print_segments({**result, "segments": [segment, segment]}, side)
+    assert side.getvalue().startswith("v.mp4: 2 highlights in") and capsys.readouterr().out == ""
+
+
+def test_dash_is_refused_for_file_outputs(h264_with_audio):
+    assert_one_line_error(cliplive("summarize", str(h264_with_audio), "-s", "a", "--encoder", "conse", "-o", "-"),
+                          r"'-' \(stdout\) is only for JSON outputs")
+    assert not Path("-").exists()
+
+
+def test_loading_notice_only_on_a_terminal(monkeypatch, capsys):
+    import io
+
+    from cliplive.server import progress
+
+    progress.notice("loading encoder conse ...")
+    assert capsys.readouterr().err == ""  # not a terminal: nothing new
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress.notice("loading encoder conse ...")
+    assert terminal.getvalue() == "loading encoder conse ...\n"
+
+
+def test_segments_never_end_past_the_files_end(tiny_clip, monkeypatch):
+    """Frames timed past a container's stated duration (the segmenter ends open segments at the last frame at
+    least): the summary cuts its segments at the file's end."""
+    import numpy as np
+
+    from cliplive.stream import summarize as offline
+    from cliplive.stream.source import VideoInfo
+
+    times = np.arange(0, 31.0, 0.5)  # the last frame at 30.5 s of a file said to last 30.0 s
+    direction = tiny_clip.encode_texts(["a dog"])[0]
+    embeddings = np.repeat(direction[None], len(times), axis=0)  # every frame matches: one segment to the end
+    info = VideoInfo(duration=30.0, fps=25.0, width=320, height=240, codec="h264", has_audio=False)
+    monkeypatch.setattr(offline, "encode_video", lambda *args, **kwargs: (times, embeddings, info))
+    for shots in (False, True):
+        result = offline.summarize(offline.SummaryRequest("v.mp4", ["a dog"], budget=0 if not shots else 0.5, shots=shots),
+                                   tiny_clip)
+        assert result["segments"] and result["duration"] == 30.0
+        assert all(s["start"] < s["end"] <= 30.0 and s["best_frame_ts"] <= 30.0 for s in result["segments"]), result["segments"]

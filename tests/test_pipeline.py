@@ -15,7 +15,6 @@ from cliplive.stream.segmenter import SegmenterConfig
 
 # Thresholds so low that a segment opens at once: random tiny-CLIP weights still give highlight events.
 ALWAYS = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)
-FILE = SourceOptions(fps=4)
 
 
 async def test_observers_see_each_scored_frame_before_its_events_and_a_failing_one_is_contained(h264_with_audio, tiny_clip, caplog):
@@ -26,7 +25,7 @@ async def test_observers_see_each_scored_frame_before_its_events_and_a_failing_o
         raise RuntimeError("a tap's bug")
 
     queries = Queries.build(tiny_clip, ["a test pattern", "a dog"])
-    runner = pipeline.add("cam", str(h264_with_audio), queries, FILE, observers=[broken, order.append])
+    runner = pipeline.add("cam", str(h264_with_audio), queries, SourceOptions(fps=4), observers=[broken, order.append])
     async with asyncio.timeout(30):
         await pipeline.wait()
         await pipeline.stop()
@@ -47,6 +46,17 @@ async def test_observers_see_each_scored_frame_before_its_events_and_a_failing_o
             highlights += 1
             assert item.best_frame_ts in seen, "an event named a frame its observers had not seen yet"
     assert highlights and [e.state for e in order if isinstance(e, StatusEvent)] == ["connecting", "live", "ended"]
+    # A stream's last highlight events come before its `ended`: a consumer can stop reading at `ended`.
+    assert isinstance(order[-1], StatusEvent) and order[-1].state == "ended"
+    assert isinstance(order[-2], HighlightEvent) and order[-2].type == "end"
+    assert max(e.end for e in order if isinstance(e, HighlightEvent) and e.type == "end") <= 6.0  # the file's end
+    # Highlight events are placed on the wall clock by their frames (here a file read as fast as possible, so
+    # media and wall time do not advance together): a segment's start is when its first frame was decoded,
+    # on every one of its events.
+    walls = {f.frame.t: f.frame.wall for f in frames}
+    for event in (e for e in order if isinstance(e, HighlightEvent)):
+        assert event.wall_start == pytest.approx(walls[event.start], abs=1e-6) and event.wall_time >= event.wall_start
+        assert event.wall_end is None if event.end is None else event.wall_end >= event.wall_start
 
 
 async def test_streams_are_added_removed_and_given_new_queries_one_at_a_time(h264_with_audio, tiny_clip):

@@ -28,7 +28,7 @@ FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}  # retries in tenths of a s
 
 def highlight(type_: str, event_id: int, stream: str = "cam1", segment: str = "seg-1") -> dict:
     end = 4.0 if type_ == "end" else None
-    event = HighlightEvent(type_, segment, stream, 1.0, end, 0.9, "a dog", 0, 2.0).to_dict()
+    event = HighlightEvent(type_, segment, stream, 1.0, end, 0.9, "a dog", 0, 2.0, wall_time=1.7e9).to_dict()
     return {**event, "event_id": event_id}
 
 

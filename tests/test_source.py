@@ -23,7 +23,7 @@ def test_timestamps_match_ffprobe_on_variable_frame_rate(vfr_video):
 
 def test_sampler_keeps_a_regular_grid_across_rate_changes(vfr_video):
     with FileSource(vfr_video) as source:
-        kept = [f.t for f in sample(source, 2.0, None)]
+        kept = [f.t for f in sample(source, Sampler(2.0), None)]
     # 2 fps over 5 s of video: one frame per half second, each the one nearest the grid point.
     np.testing.assert_allclose(kept, np.arange(10) * 0.5, atol=0.02)
 
@@ -37,7 +37,7 @@ def test_sampler_skips_grid_points_inside_gaps():
 def test_frames_are_scaled_by_the_decoder_to_the_encoder_size(h264_with_audio):
     with FileSource(h264_with_audio, skip_nonref=True) as source:
         assert source.info.has_audio and source.info.width == 320 and abs(source.info.duration - 6.0) < 0.1
-        frames = list(sample(source, 2.0, 96))
+        frames = list(sample(source, Sampler(2.0), 96))
     # Non-reference frames are never decoded (every other frame here), so the nearest decoded frame
     # to each grid point is taken: up to one 25 fps frame off; the last one (5.96 s) stands for 6.0 s.
     assert len(frames) == 13

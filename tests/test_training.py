@@ -25,7 +25,7 @@ def cliplive(*argv: str) -> int:
 @pytest.fixture(scope="module")
 def benchmark(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    assert cliplive("synthetic", "--out", str(root / "bench.h5"), "--splits", str(root / "splits.json")) == 0
+    assert cliplive("synthetic", "-o", str(root / "bench.h5"), "--splits", str(root / "splits.json")) == 0
     return root
 
 
@@ -39,7 +39,7 @@ def evaluate_json(capsys, *argv: str) -> dict:
 def test_trained_scorer_beats_zero_shot_on_the_synthetic_benchmark(benchmark, capsys):
     data, splits = str(benchmark / "bench.h5"), str(benchmark / "splits.json")
     for k in range(5):
-        assert cliplive("train", "--data", data, "--split", splits, "--split-index", str(k), "--out", str(benchmark / f"s{k}.pt")) == 0
+        assert cliplive("train", "--data", data, "--split", splits, "--split-index", str(k), "-o", str(benchmark / f"s{k}.pt")) == 0
     table = ["--data", data, "--split", splits, "--lookahead", "0", "--lookahead", "unlimited"]
     zero_shot = evaluate_json(capsys, *table)
     trained = evaluate_json(capsys, *table, "--checkpoint", str(benchmark / "s{split}.pt"))
@@ -59,7 +59,7 @@ def test_training_is_deterministic_and_checkpoints_say_how_they_were_made(benchm
     data, splits = str(benchmark / "bench.h5"), str(benchmark / "splits.json")
     args = ["--data", data, "--split", splits, "--epochs", "2", "--distill", "0.5"]
     for name in ("a.pt", "b.pt"):
-        assert cliplive("train", *args, "--out", str(benchmark / name)) == 0
+        assert cliplive("train", *args, "-o", str(benchmark / name)) == 0
     a, b = (torch.load(benchmark / n, weights_only=True) for n in ("a.pt", "b.pt"))
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0)
@@ -71,8 +71,8 @@ def test_bad_research_input_is_one_line_and_status_2(benchmark, tmp_path, capsys
     data, splits = str(benchmark / "bench.h5"), str(benchmark / "splits.json")
     assert cliplive("evaluate", "--data", str(tmp_path / "none.h5"), "--split", splits) == 2
     assert cliplive("evaluate", "--data", data, "--split", splits, "--split-index", "7") == 2
-    assert cliplive("extract", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "f.h5")) == 2
-    assert cliplive("extract", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "f.h5"), "--splits", str(tmp_path / "s.json")) == 2
+    assert cliplive("extract", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "f.h5")) == 2
+    assert cliplive("extract", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "f.h5"), "--splits", str(tmp_path / "s.json")) == 2
     errors = capsys.readouterr().err.splitlines()
     assert [line.split(":")[2].strip() for line in errors] == [
         "features file not found", "split index 7 out of range", "no such file", "--splits makes 5 train/test splits"]
@@ -117,7 +117,7 @@ def test_extract_train_summarize_on_real_video(real_videos, tiny_clip_config, ti
     videos = [str(real_videos / "pattern.mp4"), str(real_videos / "bars.mp4")]
     tiny = ["--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random"]
     features = tmp_path / "features.h5"
-    assert cliplive("extract", *videos, "--out", str(features), *tiny, "-s", "a test pattern",
+    assert cliplive("extract", *videos, "-o", str(features), *tiny, "-s", "a test pattern",
                     "--annotations", str(real_videos / "anno.tsv")) == 0
     with h5py.File(features) as f:
         assert f.attrs["encoder"] == tiny_clip.name and "torch" in f.attrs["encoder_version"]
@@ -131,13 +131,13 @@ def test_extract_train_summarize_on_real_video(real_videos, tiny_clip_config, ti
         np.testing.assert_array_equal(g["n_frame_per_seg"], cps[:, 1] - cps[:, 0] + 1)
         assert g["gtscore"].shape == (10,) and g["user_summary"].shape == g["user_scores"].shape == (3, 150)
     # At 2 fps instead: a pick every 12.5 frames on average.
-    assert cliplive("extract", videos[0], "--out", str(tmp_path / "fps.h5"), *tiny, "-s", "a", "--fps", "2") == 0
+    assert cliplive("extract", videos[0], "-o", str(tmp_path / "fps.h5"), *tiny, "-s", "a", "--fps", "2") == 0
     assert len(ds.read_h5(tmp_path / "fps.h5").videos["video_1"].picks) == 12
 
     checkpoint = tmp_path / "scorer.pt"
-    assert cliplive("train", "--data", str(features), "--out", str(checkpoint), "--epochs", "3") == 0
+    assert cliplive("train", "--data", str(features), "-o", str(checkpoint), "--epochs", "3") == 0
     scorer = scorer_lib.load(str(checkpoint), encoder_name=tiny_clip.name, dim=tiny_clip.dim)
-    request = SummaryRequest(videos[0], queries=["a test pattern"])
+    request = SummaryRequest(videos[0], sentences=["a test pattern"])
     trained, untrained = summarize(request, tiny_clip, scorer=scorer), summarize(request, tiny_clip)
     assert trained["frames"]["t"] == untrained["frames"]["t"] and len(trained["frames"]["t"]) == 12
     assert trained["frames"]["score"] != untrained["frames"]["score"]  # the trained weights are what scored
@@ -152,7 +152,7 @@ def test_extract_joins_qvhighlights_queries_and_evaluate_scores_them(real_videos
     annotations.write_text("".join(json.dumps(line) + "\n" for line in lines))
     tiny = ["--encoder", "clip", "--model", tiny_clip_config, "--pretrained", "random"]
     features = tmp_path / "qvh.h5"
-    assert cliplive("extract", str(real_videos / "pattern.mp4"), str(real_videos / "bars.mp4"), "--out", str(features), *tiny,
+    assert cliplive("extract", str(real_videos / "pattern.mp4"), str(real_videos / "bars.mp4"), "-o", str(features), *tiny,
                     "--fps", "2", "--annotations", str(annotations)) == 0
     data = ds.read_h5(features)
     pattern, bars = data.videos["video_1"], data.videos["video_2"]
@@ -165,6 +165,6 @@ def test_extract_joins_qvhighlights_queries_and_evaluate_scores_them(real_videos
     report = json.loads(capsys.readouterr().out)
     assert report["protocol"] == "qvhighlights" and report["queries"] == 1 and 0 <= report["map"] <= 1
     # The file's sentences are the queries: -s would contradict them.
-    assert cliplive("extract", str(real_videos / "pattern.mp4"), "--out", str(tmp_path / "q.h5"), *tiny, "-s", "x",
+    assert cliplive("extract", str(real_videos / "pattern.mp4"), "-o", str(tmp_path / "q.h5"), *tiny, "-s", "x",
                     "--annotations", str(annotations)) == 2
     assert "drop -s" in capsys.readouterr().err

@@ -12,9 +12,32 @@ const state = {
   queries: [], scores: [], // scores: {t, relevance[]} of the camera stream, oldest first
   live: new Map(), // highlight id -> its newest event
   thumbs: new Map(), // thumbnail URL + best frame -> object URL (images need the token, so they are fetched)
+  clock: null, // {media, wall}: the first scores message's media time and arrival time
+  editing: null, // the stream whose sentences are being edited
+  filter: null, highlights: new Map(), exhausted: false, // stored highlights shown, by id
+  cutting: new Set(), clipErrors: new Map(), // highlight ids whose clip is being fetched; their errors
 };
 
 // --- API -------------------------------------------------------------------------------------------
+
+const TOKEN_HELP = "The token is in the server's data folder, in the file DATA_DIR/token " +
+  "(the server printed it when it first started; `token` in the config file's [server] table overrides it).";
+
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+function detailText(detail) {
+  // FastAPI's `detail`: a message, or (422) a list of {loc, msg} for what the request got wrong.
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => {
+      const where = (d.loc || []).filter((part) => part !== "body").join(".");
+      return where ? `${where}: ${d.msg}` : d.msg;
+    }).join("; ");
+  }
+  return JSON.stringify(detail);
+}
 
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
@@ -22,31 +45,45 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) {
     $("#token-form").hidden = false;
-    throw new Error("this server needs an API token: enter it at the top right");
+    throw new ApiError(state.token
+      ? `The token was refused: enter the right one at the top right. ${TOKEN_HELP}`
+      : `A token is needed: this server asks for an API token; enter it at the top right. ${TOKEN_HELP}`, 401);
   }
   if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = JSON.stringify((await response.json()).detail); } catch { /* not JSON */ }
-    throw new Error(`${path}: ${response.status} ${detail}`);
+    let detail = response.statusText || `HTTP ${response.status}`;
+    try { detail = detailText((await response.json()).detail); } catch { /* not JSON */ }
+    throw new ApiError(detail, response.status);
   }
   return response;
 }
 
 function showError(error) {
   $("#error").textContent = error.message || String(error);
+  $("#error").dataset.status = error.status || "";
   $("#error").hidden = false;
 }
 
 function clearError() { $("#error").hidden = true; }
 
+function setFormError(element, error) {
+  element.textContent = error ? error.message || String(error) : "";
+  element.hidden = !error;
+}
+
 $("#token-form").addEventListener("submit", (e) => {
   e.preventDefault();
   state.token = $("#token").value.trim();
-  sessionStorage.setItem("cliplive-token", state.token);
+  sessionStorage.setItem("cliplive-token", state.token); // /docs (same origin) reads it too
   $("#token-form").hidden = true;
   clearError();
   refresh();
 });
+
+function jsonBody(method, body) {
+  return { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+}
+
+function lines(text) { return text.split("\n").map((s) => s.trim()).filter(Boolean); }
 
 // --- camera over WebRTC ----------------------------------------------------------------------------
 
@@ -63,7 +100,7 @@ function iceGatheringComplete(pc) {
 
 async function startCamera(event) {
   event.preventDefault();
-  const sentences = $("#sentences").value.split("\n").map((s) => s.trim()).filter(Boolean);
+  const sentences = lines($("#sentences").value);
   if (!sentences.length) return showError(new Error("type at least one sentence"));
   clearError();
   $("#start").disabled = true;
@@ -83,10 +120,8 @@ async function startCamera(event) {
     await iceGatheringComplete(pc);
     const body = { sdp: pc.localDescription.sdp, type: "offer", sentences, fps: Number($("#fps").value) || 2 };
     if ($("#name").value.trim()) body.name = $("#name").value.trim();
-    const answer = await (await api("/api/webrtc/offer", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    })).json();
-    Object.assign(state, { session: answer.session, stream: answer.stream, queries: sentences, scores: [] });
+    const answer = await (await api("/api/webrtc/offer", jsonBody("POST", body))).json();
+    Object.assign(state, { session: answer.session, stream: answer.stream, queries: sentences, scores: [], clock: null });
     state.live.clear();
     renderLegend();
     renderLive();
@@ -127,11 +162,23 @@ async function settleLive() {
 
 function setCameraStatus(text) { $("#camera-status").textContent = text; }
 
+function probability(logit) { return 1 / (1 + Math.exp(-logit)); } // as the segmenter scores (stream/segmenter.py)
+
+function wallTime(event) {
+  // Unix seconds of a frame at media time `t`: the message's own wall time if it has one, else the first
+  // frame's arrival time plus the media time since it.
+  if (typeof event.wall === "number") return event.wall;
+  if (!state.clock) state.clock = { media: event.t, wall: Date.now() / 1000 };
+  return state.clock.wall + (event.t - state.clock.media);
+}
+
+function mediaToWall(t) { return state.clock ? state.clock.wall + (t - state.clock.media) : null; }
+
 function onEvent(event) {
   if (event.kind === "scores") {
-    state.scores.push(event);
-    const oldest = event.t - WINDOW_S;
-    while (state.scores.length && state.scores[0].t < oldest) state.scores.shift();
+    const wall = wallTime(event);
+    state.scores.push({ wall, p: event.relevance.map(probability) });
+    while (state.scores.length && state.scores[0].wall < wall - WINDOW_S) state.scores.shift();
     drawPlot();
   } else if (event.kind === "highlight") {
     state.live.set(event.highlight_id, event);
@@ -146,7 +193,9 @@ function onEvent(event) {
 $("#start-form").addEventListener("submit", startCamera);
 $("#stop").addEventListener("click", stopCamera);
 
-// --- plot: per-sentence scores (top) and highlight bars (bottom rows) on one time axis ---------------
+// --- plot: per-sentence probabilities (top) and highlight bars (bottom rows) on one clock-time axis ---
+
+const THRESHOLD = 0.5; // the segmenter opens on each sentence's own normalised score, not a fixed probability
 
 function color(index) { return COLORS[index % COLORS.length]; }
 
@@ -159,6 +208,10 @@ function renderLegend() {
   }));
 }
 
+function clock(unix, seconds = true) {
+  return new Date(unix * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: seconds ? "2-digit" : undefined });
+}
+
 function drawPlot() {
   const canvas = $("#plot");
   const ctx = canvas.getContext("2d");
@@ -167,51 +220,74 @@ function drawPlot() {
   const rowHeight = 14;
   const barsTop = height - 20 - rowHeight * Math.max(1, state.queries.length);
   const left = 44, right = width - 10, top = 10, bottom = barsTop - 12;
-  const now = state.scores.length ? state.scores[state.scores.length - 1].t : 0;
-  const t0 = Math.max(0, now - WINDOW_S), t1 = Math.max(t0 + WINDOW_S, now);
+  const now = state.scores.length ? state.scores[state.scores.length - 1].wall : Date.now() / 1000;
+  const t1 = Math.max(now, (state.scores.length ? state.scores[0].wall : now) + WINDOW_S), t0 = t1 - WINDOW_S;
   const x = (t) => left + ((t - t0) / (t1 - t0)) * (right - left);
-  const values = state.scores.flatMap((s) => s.relevance);
-  let lo = Math.min(...values, 0), hi = Math.max(...values, 1);
-  if (!values.length) [lo, hi] = [0, 1];
-  const pad = (hi - lo) * 0.08;
-  lo -= pad; hi += pad;
-  const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+  const y = (p) => bottom - p * (bottom - top);
 
   ctx.font = "11px system-ui, sans-serif";
-  ctx.strokeStyle = "#e5e7eb";
-  ctx.fillStyle = "#6b7280";
   ctx.lineWidth = 1;
-  for (let k = 0; k <= 4; k++) { // value grid
-    const v = lo + ((hi - lo) * k) / 4;
-    ctx.beginPath(); ctx.moveTo(left, y(v)); ctx.lineTo(right, y(v)); ctx.stroke();
-    ctx.fillText(v.toFixed(1), 4, y(v) + 4);
+  for (let k = 0; k <= 4; k++) { // probability grid
+    const p = k / 4;
+    ctx.strokeStyle = "#e5e7eb";
+    ctx.beginPath(); ctx.moveTo(left, y(p)); ctx.lineTo(right, y(p)); ctx.stroke();
+    ctx.fillStyle = "#6b7280";
+    ctx.fillText(`${Math.round(p * 100)}%`, 8, y(p) + 4);
   }
-  for (let t = Math.ceil(t0 / 10) * 10; t <= t1; t += 10) { // time grid, every 10 s
+  for (let t = Math.ceil(t0 / 10) * 10; t <= t1; t += 10) { // clock-time grid, every 10 s
+    ctx.strokeStyle = "#e5e7eb";
     ctx.beginPath(); ctx.moveTo(x(t), top); ctx.lineTo(x(t), height - 18); ctx.stroke();
-    ctx.fillText(`${t}s`, x(t) - 8, height - 5);
+    ctx.fillStyle = "#6b7280";
+    ctx.fillText(clock(t), x(t) - 22, height - 5);
   }
+  ctx.save(); // the 0.5 line
+  ctx.strokeStyle = "#9ca3af";
+  ctx.setLineDash([5, 4]);
+  ctx.beginPath(); ctx.moveTo(left, y(THRESHOLD)); ctx.lineTo(right, y(THRESHOLD)); ctx.stroke();
+  ctx.restore();
+  ctx.fillStyle = "#4b5563";
+  ctx.fillText("p = 0.5", right - 44, y(THRESHOLD) - 4);
   if (!state.scores.length) {
+    ctx.fillStyle = "#6b7280";
     ctx.fillText(state.session ? "Waiting for the first scores…" : "Start the camera to see live scores.", left + 10, top + 20);
   }
   ctx.lineWidth = 2;
   state.queries.forEach((_, i) => {
     ctx.strokeStyle = color(i);
     ctx.beginPath();
-    state.scores.forEach((s, k) => (k ? ctx.lineTo : ctx.moveTo).call(ctx, x(s.t), y(s.relevance[i])));
+    state.scores.forEach((s, k) => (k ? ctx.lineTo : ctx.moveTo).call(ctx, x(s.wall), y(s.p[i])));
     ctx.stroke();
   });
   for (const h of state.live.values()) { // one row per sentence; an open highlight runs to now
     const row = barsTop + h.query_index * rowHeight;
-    const start = Math.max(h.start, t0), end = h.end === null ? now : h.end;
-    if (end < t0) continue;
+    const hStart = mediaToWall(h.start) ?? h.wall_start;
+    const hEnd = h.end === null ? now : (mediaToWall(h.end) ?? h.wall_end ?? now);
+    if (hStart === undefined || hEnd < t0) continue;
+    const start = Math.max(hStart, t0);
     ctx.fillStyle = color(h.query_index);
     ctx.globalAlpha = h.end === null ? 0.55 : 0.9;
-    ctx.fillRect(x(start), row + 2, Math.max(3, x(end) - x(start)), rowHeight - 4);
+    ctx.fillRect(x(start), row + 2, Math.max(3, x(hEnd) - x(start)), rowHeight - 4);
     ctx.globalAlpha = 1;
   }
 }
 
-function span(start, end) { return `${start.toFixed(1)}–${end === null || end === undefined ? "…" : end.toFixed(1)} s`; }
+function percent(score) { // a probability
+  const p = score * 100;
+  return p >= 9.95 ? `${Math.round(p)}%` : p >= 0.1 ? `${p.toFixed(1)}%` : "<0.1%";
+}
+
+function duration(seconds) {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+  return `${m} min ${s} s`;
+}
+
+function liveSpan(h) {
+  const start = mediaToWall(h.start) ?? h.wall_start;
+  if (start === undefined) return "";
+  const end = h.end === null || h.end === undefined ? null : mediaToWall(h.end) ?? h.wall_end;
+  return end === null || end === undefined ? `${clock(start)}–…` : `${clock(start)}–${clock(end)} (${duration(h.end - h.start)})`;
+}
 
 function renderLive() {
   const items = [...state.live.values()].reverse().map((h) => {
@@ -220,7 +296,7 @@ function renderLive() {
     item.dataset.state = h.type === "end" ? "ended" : "open";
     item.style.setProperty("--color", color(h.query_index));
     const query = Object.assign(document.createElement("span"), { className: "query", textContent: h.query });
-    item.append(query, ` ${span(h.start, h.end)}, score ${h.score.toFixed(2)} `);
+    item.append(query, ` ${liveSpan(h)}, score ${percent(h.score)} `);
     if (h.type !== "end") item.append(Object.assign(document.createElement("span"), { className: "open", textContent: "● open" }));
     return item;
   });
@@ -228,27 +304,116 @@ function renderLive() {
   $("#live-highlights").replaceChildren(...items);
 }
 
-// --- streams and stored highlights ---------------------------------------------------------------
+// --- streams: list, add, edit sentences, delete ---------------------------------------------------
 
 function cell(text, className = "") {
   return Object.assign(document.createElement("td"), { textContent: text, className });
 }
 
+function button(text, className = "small") {
+  return Object.assign(document.createElement("button"), { type: "button", textContent: text, className });
+}
+
+function fpsText(s) {
+  if (s.state === "ended") return "—"; // an average over a stream that stopped only shrinks
+  const fps = s.metrics.sampled_fps ?? s.metrics.input_fps;
+  return fps === null || fps === undefined ? "—" : fps.toFixed(1);
+}
+
+function streamRow(s) {
+  const row = document.createElement("tr");
+  row.dataset.stream = s.name;
+  const stateCell = cell("");
+  const error = s.last_status && s.last_status.detail && s.last_status.detail.error;
+  stateCell.append(Object.assign(document.createElement("span"), {
+    className: `state ${s.state || ""}`, textContent: s.state || "—", title: error || "",
+  }));
+  const actions = cell("", "actions");
+  const edit = button("Edit"), remove = button("Delete", "small danger");
+  edit.classList.add("edit");
+  remove.classList.add("delete");
+  edit.addEventListener("click", () => { state.editing = s.name; refreshStreams().catch(showError); });
+  remove.addEventListener("click", () => deleteStream(s.name, remove));
+  actions.append(edit, remove);
+  const sentences = cell("", "sentences");
+  if (state.editing === s.name) sentences.append(sentenceEditor(s));
+  else sentences.textContent = s.sentences.join(" · ");
+  row.append(cell(s.name), stateCell, cell(fpsText(s), "fps"), sentences, actions);
+  return row;
+}
+
+function sentenceEditor(s) {
+  const form = Object.assign(document.createElement("form"), { className: "editor" });
+  const text = Object.assign(document.createElement("textarea"), { rows: Math.max(2, s.sentences.length + 1), value: s.sentences.join("\n") });
+  text.setAttribute("aria-label", `sentences of ${s.name}, one per line`);
+  const save = Object.assign(button("Save", "small primary"), { type: "submit" });
+  const cancel = button("Cancel");
+  const message = Object.assign(document.createElement("p"), { className: "form-error", hidden: true });
+  message.setAttribute("role", "alert");
+  cancel.addEventListener("click", () => { state.editing = null; refreshStreams().catch(showError); });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    save.disabled = true;
+    try {
+      await api(`/api/streams/${encodeURIComponent(s.name)}`, jsonBody("PATCH", { sentences: lines(text.value), images: s.images }));
+      state.editing = null;
+      await refreshStreams();
+    } catch (error) {
+      setFormError(message, error);
+      save.disabled = false;
+    }
+  });
+  form.append(text, Object.assign(document.createElement("div"), { className: "inline" }), message);
+  form.children[1].append(save, cancel);
+  return form;
+}
+
+async function deleteStream(name, control) {
+  if (!confirm(`Delete stream ${name}? It stops; its highlights are kept.`)) return;
+  control.disabled = true;
+  try {
+    await api(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" });
+    if (state.editing === name) state.editing = null;
+    clearError();
+  } catch (error) {
+    showError(new Error(`Could not delete ${name}: ${error.message}`));
+  }
+  await refreshStreams().catch(showError);
+}
+
+$("#add-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { name: $("#add-name").value.trim(), source: $("#add-source").value.trim(),
+                 sentences: lines($("#add-sentences").value), fps: Number($("#add-fps").value) || 2 };
+  $("#add-submit").disabled = true;
+  setFormError($("#add-error"), null);
+  try {
+    await api("/api/streams", jsonBody("POST", body));
+    $("#add-form").reset();
+    await refreshStreams();
+  } catch (error) {
+    setFormError($("#add-error"), error);
+  } finally {
+    $("#add-submit").disabled = false;
+  }
+});
+
+let streamsVersion = 0;
+
 async function refreshStreams() {
+  const version = ++streamsVersion;
   const streams = await (await api("/api/streams")).json();
+  if (version !== streamsVersion) return; // a newer refresh is under way
+  const editor = state.editing && document.querySelector(`#streams tr[data-stream="${CSS.escape(state.editing)}"] form.editor`);
+  if (state.editing && !streams.some((s) => s.name === state.editing)) state.editing = null;
   const rows = streams.map((s) => {
-    const row = document.createElement("tr");
-    row.dataset.stream = s.name;
-    const stateCell = cell("");
-    stateCell.append(Object.assign(document.createElement("span"), { className: `state ${s.state || ""}`, textContent: s.state || "—" }));
-    const fps = s.metrics.sampled_fps ?? s.metrics.input_fps;
-    row.append(cell(s.name), stateCell, cell(fps === null || fps === undefined ? "—" : fps.toFixed(1)),
-      cell(s.sentences.join(" · "), "sentences"));
+    const row = streamRow(s);
+    if (editor && s.name === state.editing) row.querySelector("td.sentences").replaceChildren(editor); // keep what is typed
     return row;
   });
   if (!rows.length) {
     const row = document.createElement("tr");
-    row.append(Object.assign(cell("No streams. Start the camera, or add one through the API.", "muted"), { colSpan: 4 }));
+    row.append(Object.assign(cell("No streams. Start the camera, or add one below.", "muted"), { colSpan: 5 }));
     rows.push(row);
   }
   $("#streams tbody").replaceChildren(...rows);
@@ -256,6 +421,10 @@ async function refreshStreams() {
   const names = ["", ...new Set([...streams.map((s) => s.name), chosen].filter(Boolean))];
   filter.replaceChildren(...names.map((name) => new Option(name || "all", name, false, name === chosen)));
 }
+
+// --- stored highlights, newest first, a page at a time ---------------------------------------------
+
+const PAGE = 24;
 
 async function thumbnail(h) {
   const key = `${h.thumbnail_url}#${h.best_frame_ts}`;
@@ -266,39 +435,115 @@ async function thumbnail(h) {
   return state.thumbs.get(key);
 }
 
-async function refreshHighlights() {
+function dateTime(unix) {
+  return new Date(unix * 1000).toLocaleString([], { year: "numeric", month: "short", day: "numeric",
+                                                     hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function when(h) {
+  const start = dateTime(h.wall_start);
+  if (h.wall_end === null || h.wall_end === undefined) return `${start} – (open)`;
+  const sameDay = new Date(h.wall_start * 1000).toDateString() === new Date(h.wall_end * 1000).toDateString();
+  return `${start} – ${sameDay ? clock(h.wall_end) : dateTime(h.wall_end)}`;
+}
+
+function highlightsQuery(before) {
   const stream = $("#stream-filter").value;
-  const highlights = await (await api(`/api/highlights?limit=48${stream ? `&stream=${encodeURIComponent(stream)}` : ""}`)).json();
-  const cards = await Promise.all(highlights.map(async (h) => {
-    const card = Object.assign(document.createElement("article"), { className: "card" });
-    card.dataset.query = h.query;
-    const image = Object.assign(document.createElement("img"), { className: "thumb", alt: h.query });
-    if (h.thumbnail_url) image.src = await thumbnail(h).catch(() => "");
-    const body = Object.assign(document.createElement("div"), { className: "body" });
-    body.append(Object.assign(document.createElement("span"), { className: "query", textContent: h.query }),
-      `${h.stream} · ${span(h.start, h.end)}`, document.createElement("br"),
-      `${new Date(h.wall_start * 1000).toLocaleTimeString()} · ${h.state}`);
-    const play = Object.assign(document.createElement("button"), { type: "button", textContent: h.clip_url ? "Play clip" : "No clip" });
-    play.disabled = !h.clip_url;
-    play.addEventListener("click", () => playClip(h).catch(showError));
-    card.append(image, body, play);
-    return card;
-  }));
+  return `/api/highlights?limit=${PAGE}${stream ? `&stream=${encodeURIComponent(stream)}` : ""}${before ? `&before=${before}` : ""}`;
+}
+
+async function refreshHighlights() {
+  // The newest page, merged with the older pages already shown.
+  const filter = $("#stream-filter").value;
+  if (state.filter !== filter) Object.assign(state, { filter, highlights: new Map(), exhausted: false });
+  const page = await (await api(highlightsQuery())).json();
+  if (state.filter !== filter) return;
+  if (!state.highlights.size) state.exhausted = page.length < PAGE;
+  for (const h of page) state.highlights.set(h.id, h);
+  await renderHighlights();
+}
+
+async function olderHighlights() {
+  const oldest = Math.min(...state.highlights.keys());
+  const filter = state.filter;
+  $("#older").disabled = true;
+  try {
+    const page = await (await api(highlightsQuery(oldest))).json();
+    if (state.filter !== filter) return;
+    for (const h of page) state.highlights.set(h.id, h);
+    state.exhausted = page.length < PAGE;
+    await renderHighlights();
+  } finally {
+    $("#older").disabled = false;
+  }
+}
+
+function card(h) {
+  const article = Object.assign(document.createElement("article"), { className: "card" });
+  article.dataset.query = h.query;
+  article.dataset.id = h.id;
+  article.dataset.state = h.state;
+  let image;
+  if (h.thumbnail_url) {
+    image = Object.assign(document.createElement("img"), { className: "thumb", alt: "" });
+    const key = `${h.thumbnail_url}#${h.best_frame_ts}`;
+    if (state.thumbs.has(key)) image.src = state.thumbs.get(key); // no flicker when the cards are redrawn
+    else thumbnail(h).then((url) => { image.src = url; image.alt = h.query; }).catch(() => {});
+  } else {
+    image = Object.assign(document.createElement("div"), { className: "thumb none", textContent: "no thumbnail" });
+  }
+  const body = Object.assign(document.createElement("div"), { className: "body" });
+  const score = Object.assign(document.createElement("span"), { className: "score", textContent: percent(h.score),
+                                                                 title: "peak probability of the highlight's frames" });
+  const length = h.end === null ? "open" : duration(h.end - h.start);
+  body.append(Object.assign(document.createElement("span"), { className: "query", textContent: h.query }),
+    Object.assign(document.createElement("span"), { className: "meta", textContent: `${h.stream} · ${length}` }), score,
+    Object.assign(document.createElement("span"), { className: "when", textContent: when(h) }));
+  if (h.state === "interrupted") body.append(Object.assign(document.createElement("span"), { className: "muted", textContent: "interrupted" }));
+  const cutting = state.cutting.has(h.id);
+  const play = Object.assign(document.createElement("button"), { type: "button", className: "play",
+    textContent: cutting ? "Cutting clip…" : h.clip_url ? "Play clip" : h.state === "open" ? "Clip when it ends" : "No clip" });
+  play.disabled = !h.clip_url || cutting;
+  if (cutting) play.prepend(Object.assign(document.createElement("span"), { className: "spinner" }));
+  play.addEventListener("click", () => playClip(h));
+  const message = Object.assign(document.createElement("p"), { className: "form-error clip-error", role: "alert",
+                                                               textContent: state.clipErrors.get(h.id) || "" });
+  message.hidden = !state.clipErrors.has(h.id);
+  article.append(image, body, play, message);
+  return article;
+}
+
+async function renderHighlights() {
+  const ordered = [...state.highlights.values()].sort((a, b) => b.id - a.id);
+  const cards = ordered.map(card);
   if (!cards.length) cards.push(Object.assign(document.createElement("p"), { className: "muted", textContent: "No highlights yet." }));
   $("#highlights").replaceChildren(...cards);
+  $("#older").hidden = state.exhausted || !ordered.length;
 }
 
 async function playClip(h) {
-  const blob = await (await api(h.clip_url)).blob(); // a few seconds of mp4: fetched whole, with the token
-  const video = $("#clip");
-  if (video.src) URL.revokeObjectURL(video.src);
-  video.src = URL.createObjectURL(blob);
-  $("#player-title").textContent = `${h.query} — ${h.stream}, ${span(h.start, h.end)}`;
-  $("#player").showModal();
+  // A clip may be cut on demand, which takes seconds: the card shows it, and its button waits.
+  state.cutting.add(h.id);
+  state.clipErrors.delete(h.id);
+  await renderHighlights();
+  try {
+    const blob = await (await api(h.clip_url)).blob(); // a few seconds of mp4: fetched whole, with the token
+    const video = $("#clip");
+    if (video.src) URL.revokeObjectURL(video.src);
+    video.src = URL.createObjectURL(blob);
+    $("#player-title").textContent = `${h.query} — ${h.stream}, ${when(h)}, score ${percent(h.score)}`;
+    $("#player").showModal();
+  } catch (error) {
+    state.clipErrors.set(h.id, `Clip unavailable: ${error.message}`);
+  } finally {
+    state.cutting.delete(h.id);
+    await renderHighlights();
+  }
 }
 
 $("#player").addEventListener("close", () => $("#clip").pause());
 $("#refresh").addEventListener("click", () => refresh());
+$("#older").addEventListener("click", () => olderHighlights().catch(showError));
 $("#stream-filter").addEventListener("change", () => refreshHighlights().catch(showError));
 
 async function refresh() {
@@ -313,4 +558,4 @@ renderLegend();
 drawPlot();
 refresh();
 setInterval(() => refreshStreams().catch(() => {}), 3000);
-setInterval(() => refreshHighlights().catch(() => {}), 10000);
+setInterval(() => refreshHighlights().catch(() => {}), 5000);
