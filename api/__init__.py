@@ -65,7 +65,7 @@ class Highlight:
     start_frame: int
     end_frame: int  # exclusive, as `end`
     score: float  # peak probability over the highlight's frames
-    sentence: str  # the query it matches (a sentence, or "image:<path>")
+    query: str  # what it matches: a sentence, or "image:<path>"
     query_index: int
     best_frame_ts: float
     id: str
@@ -200,7 +200,7 @@ def pipeline(task: str = "language-guided-video-summarization", encoder: Encoder
              **options: Any) -> Callable[[Any], dict]:
     """A callable in the shape of ModelScope's CLIP-It pipeline (`Tasks.language_guided_video_summarization`):
     `p((video, sentences))` or `p(video)` returns `{"output": [{"frame": [first, last], "timestamps":
-    [start, end], "score": s, "sentence": q}, ...]}`, frames inclusive in the file's numbering and
+    [start, end], "score": s, "query": q}, ...]}`, frames inclusive in the file's numbering and
     timestamps "hh:mm:ss.mmm" of those frames (ModelScope's `summary_format`). `options` go to
     `cliplive.summarize` (budget, fps, lookahead, shots); the encoder loads once, here."""
     if task not in ("language-guided-video-summarization", "video-summarization"):
@@ -215,7 +215,7 @@ def pipeline(task: str = "language-guided-video-summarization", encoder: Encoder
             last = max(h.start_frame, h.end_frame - 1)
             output.append({"frame": [h.start_frame, last],
                            "timestamps": [_timestamp(h.start_frame / summary.fps), _timestamp(last / summary.fps)],
-                           "score": h.score, "sentence": h.sentence})
+                           "score": h.score, "query": h.query})
         return {"output": output}
 
     return run

@@ -21,7 +21,7 @@ from cliplive.models.errors import InputError
 from cliplive.research import dataset as ds
 from cliplive.stream.engine import Queries
 from cliplive.stream.source import FileSource, MediaError, Sampler, sample
-from cliplive.stream.summarize import PSEUDO_QUERIES, derive_queries, encode_sampled
+from cliplive.stream.summarize import PSEUDO_QUERIES, encode_sampled, pseudo_queries
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def extract_video(
         raise MediaError(f"no video frames in {path} (zero-length or unreadable video)")
     fps = info.fps or (picked.n_frames / info.duration if info.duration else ds.DEFAULT_FPS)
     shots = ds.shots_from_features(features, picked.picks, picked.n_frames, fps)
-    queries = queries or derive_queries(encoder, features, PSEUDO_QUERIES)
+    queries = queries or pseudo_queries(encoder, features, PSEUDO_QUERIES)[0]
     return ds.VideoRecord(Path(path).stem, features, picked.picks, picked.n_frames, shots, fps,
                           query_features=queries.embeddings, queries=queries.labels)
 

@@ -111,17 +111,12 @@ class Service:
         self._forwarders = [loop.create_task(self._forward(sink, self.bus.subscribe(f"sink {sink.name}")), name=f"sink {sink.name}")
                             for sink in self.sinks]
         self._end_interrupted_highlights()
-        skipped = set()
-        for spec in self.config.streams:  # the config file wins over what the API stored under the same name
-            if self._already_scanned(spec):
-                skipped.add(spec.name)
-            else:
-                await self._start_logged(spec, "config")
+        for spec in self.config.streams:
+            await self._resume(spec, "config")
+        declared = {spec.name for spec in self.config.streams}  # the config file wins over what the API stored
         for spec, origin in self.store.active_streams():
-            if origin == "api" and spec["name"] not in self.streams and spec["name"] not in skipped:
-                spec = StreamSpec.model_validate(spec)
-                if not self._already_scanned(spec):
-                    await self._start_logged(spec, "api")
+            if origin == "api" and spec["name"] not in declared:
+                await self._resume(StreamSpec.model_validate(spec), "api")
 
     async def stop(self) -> None:
         """Stop every stream (their open segments end; those `end` events are stored and sent), then end
@@ -218,8 +213,11 @@ class Service:
         except sqlite3.Error:
             log.exception("stream %s: its complete scan was not recorded", stream.spec.name)
 
-    async def _start_logged(self, spec: StreamSpec, origin: Origin) -> None:
-        """At startup one broken stream (a file gone, an image unreadable) must not keep the others down."""
+    async def _resume(self, spec: StreamSpec, origin: Origin) -> None:
+        """At startup: a stream starts unless it is a file read to its end already. One broken stream (a file
+        gone, an image unreadable) must not keep the others down."""
+        if self._already_scanned(spec):
+            return
         try:
             await self.add_stream(spec, origin)
         except (InputError, Unavailable, OSError) as e:

@@ -64,14 +64,13 @@ def summarize(
     if request.shots:
         segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps,
                                  request.budget, engine.segmenter.stream)
-        segments = within(segments, duration)
     else:
-        segments = within([s.to_dict() for s in engine.segmenter.segments], duration)
+        segments = [s.to_dict() for s in engine.segmenter.segments]
+    segments = within(segments, duration)
     if class_probability is not None:
         segments = rescore(segments, times, class_probability)
-    if not request.shots:
-        if request.budget:
-            segments = fit_budget(segments, request.budget * duration)
+    if request.budget and not request.shots:  # shots are chosen within the budget already
+        segments = fit_budget(segments, request.budget * duration)
     elapsed = time.perf_counter() - started
     return {
         "video": str(request.video),
@@ -131,21 +130,17 @@ def encode_sampled(
     return np.asarray(times), np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
 
 
-def derive_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> Queries:
-    """Pseudo-queries for a generic summary: the ImageNet class names that best describe most frames.
+def pseudo_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> tuple[Queries, np.ndarray]:
+    """Pseudo-queries for a generic summary: the ImageNet class names that best describe most frames, and
+    each frame's probability of each chosen class among all 1000, (n, k).
 
     Every frame is matched against "a photo of a {class}." for the 1000 ImageNet classes; the classes
     that are the best match for the most frames (distinct, most frequent first) become the sentences.
-    This stands in for the captions CLIP-It generates for generic summaries.
+    This stands in for the captions CLIP-It generates for generic summaries. The probability is a softmax
+    of the encoder's calibrated logits (its calibration scale times the cosine) over the whole vocabulary;
+    a generic summary's segments are scored with it, since the chosen class is by construction the best
+    match of many frames, so its sigmoid relevance saturates near 1 and says nothing.
     """
-    return pseudo_queries(encoder, embeddings, count)[0]
-
-
-def pseudo_queries(encoder: Encoder, embeddings: np.ndarray, count: int) -> tuple[Queries, np.ndarray]:
-    """derive_queries' sentences, and each frame's probability of each chosen class among all 1000 (n, k):
-    a softmax of the encoder's calibrated logits (its calibration scale times the cosine) over the whole
-    vocabulary. A generic summary's segments are scored with it: the chosen class is by construction
-    the best match of many frames, so its sigmoid relevance saturates near 1 and says nothing."""
     from cliplive.models.conse import imagenet_class_names
 
     names = imagenet_class_names()

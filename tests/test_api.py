@@ -57,7 +57,7 @@ def test_summary_frames_match_the_files_rate_and_to_dict_is_the_cli_json(scenes,
     assert summary.segments, "a budget of 30 % keeps something"
     for h in summary.segments:
         assert (h.start_frame, h.end_frame) == (round(FILE_FPS * h.start), round(FILE_FPS * h.end))
-        assert 0 <= h.start < h.end <= summary.duration and h.sentence in summary.queries and h.id.startswith("api-scenes.mp4-")
+        assert 0 <= h.start < h.end <= summary.duration and h.query in summary.queries and h.id.startswith("api-scenes.mp4-")
     assert len(summary.frames["t"]) == len(summary.frames["score"]) in (30, 31)  # 2 fps over 15 s, end frame or not
 
     cli = subprocess.run(
@@ -70,7 +70,7 @@ def test_summary_frames_match_the_files_rate_and_to_dict_is_the_cli_json(scenes,
     assert ours.keys() == printed.keys()
     timing = {"seconds", "realtime_factor"}  # how long it took: the only keys that differ between runs
     assert {k: v for k, v in ours.items() if k not in timing} == {k: v for k, v in printed.items() if k not in timing}
-    assert [(h.start, h.end, h.score, h.sentence, h.id) for h in summary.segments] == [
+    assert [(h.start, h.end, h.score, h.query, h.id) for h in summary.segments] == [
         (s["start"], s["end"], s["score"], s["query"], s["id"]) for s in printed["segments"]]
 
 
@@ -93,7 +93,7 @@ def test_the_readme_examples_run_as_written(scenes, h264_with_audio, capsys):
     output = scope["result"]["output"]
     assert [o["frame"] for o in output] == [[h.start_frame, h.end_frame - 1] for h in summary.segments]
     for o in output:
-        assert o.keys() == {"frame", "timestamps", "score", "sentence"}
+        assert o.keys() == {"frame", "timestamps", "score", "query"}
         assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d", t) for t in o["timestamps"])
         first, last = o["frame"]
         assert o["timestamps"] == [f"00:00:{first / FILE_FPS:06.3f}", f"00:00:{last / FILE_FPS:06.3f}"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from cliplive.server.config import Config, ConfigError, SourceSettings, StreamSpec, example_config, load_config
+from cliplive.server.config import Config, ConfigError, SourceSettings, StreamSpec, load_config
+from cliplive.server.config_example import example_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "cliplive.example.toml"
@@ -19,8 +20,8 @@ EXAMPLE = ROOT / "docs" / "cliplive.example.toml"
 
 def test_the_committed_example_is_the_generated_one():
     assert EXAMPLE.read_text() == example_config(), (
-        "docs/cliplive.example.toml is stale: python -m cliplive.server.config --example > docs/cliplive.example.toml")
-    printed = subprocess.run([sys.executable, "-m", "cliplive.server.config", "--example"], capture_output=True, text=True,
+        "docs/cliplive.example.toml is stale: python -m cliplive.server.config_example > docs/cliplive.example.toml")
+    printed = subprocess.run([sys.executable, "-m", "cliplive.server.config_example"], capture_output=True, text=True,
                              check=True).stdout
     assert printed == example_config()
 
