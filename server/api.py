@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
@@ -19,6 +18,7 @@ from cliplive.server.bus import Subscription
 from cliplive.server.config import STREAM_NAME, QuerySet, StreamSpec
 from cliplive.server.service import LiveStream, Service
 from cliplive.server.store import HighlightRow, StoredEvent
+from cliplive.stream.live import mask_url
 from cliplive.stream.pipeline import StreamSnapshot
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
@@ -37,6 +37,21 @@ def get_ws_service(websocket: WebSocket) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 StreamName = Annotated[str, Query(pattern=STREAM_NAME)]
+MAX_ID = 2**63 - 1  # ids are SQLite integers: a larger number answers 422, never reaches the store
+HighlightId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+def errors(*statuses: int) -> dict[int, dict]:
+    """`responses=` for a route: the JSON `{"detail": message}` errors it answers, besides those every route
+    may (401, and 413 where there is a body: cliplive.server.app adds them to the schema) and FastAPI's 422."""
+    described = {400: "invalid request", 404: "not found", 409: "exists already", 415: "unsupported media type",
+                 503: "unavailable (e.g. the encoder)"}
+    return {status: {"model": ErrorDetail, "description": described[status]} for status in statuses}
+
 
 
 @contextmanager
@@ -68,7 +83,7 @@ class StreamInfo(BaseModel):
     def of(cls, stream: LiveStream) -> StreamInfo:
         snapshot = stream.runner.snapshot()
         spec = stream.spec
-        return cls(name=spec.name, source=mask_password(spec.source), sentences=spec.sentences, images=spec.images,
+        return cls(name=spec.name, source=mask_url(spec.source), sentences=spec.sentences, images=spec.images,
                    fps=spec.fps, origin=stream.origin, state=snapshot.state,
                    last_status=status.to_dict() if (status := stream.runner.last_status) else None,
                    metrics=snapshot)
@@ -98,18 +113,10 @@ class Highlight(BaseModel):
                    clip_url=f"/api/highlights/{row.id}/clip.mp4" if service.has_clip(row) else None)
 
 
-def mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 # --- streams -------------------------------------------------------------------------------------
 
 
-@router.post("/streams", status_code=201, response_model=StreamInfo, tags=["streams"])
+@router.post("/streams", status_code=201, response_model=StreamInfo, tags=["streams"], responses=errors(400, 409, 503))
 async def create_stream(spec: StreamSpec, service: ServiceDep) -> StreamInfo:
     """Start watching a source. Only rtsp(s):// and http(s):// URLs unless the config allows local sources."""
     with client_errors():
@@ -121,20 +128,20 @@ async def list_streams(service: ServiceDep) -> list[StreamInfo]:
     return [StreamInfo.of(s) for s in service.streams.values() if not s.deleting]
 
 
-@router.get("/streams/{name}", response_model=StreamInfo, tags=["streams"])
+@router.get("/streams/{name}", response_model=StreamInfo, tags=["streams"], responses=errors(404))
 async def get_stream(name: str, service: ServiceDep) -> StreamInfo:
     with client_errors():
         return StreamInfo.of(service.stream(name))
 
 
-@router.patch("/streams/{name}", response_model=StreamInfo, tags=["streams"])
+@router.patch("/streams/{name}", response_model=StreamInfo, tags=["streams"], responses=errors(400, 404, 503))
 async def update_stream(name: str, update: QuerySet, service: ServiceDep) -> StreamInfo:
     """Replace the sentences (and reference images) of a running stream; it keeps running. Open highlights end."""
     with client_errors():
         return StreamInfo.of(await service.update_queries(name, update.sentences, update.images))
 
 
-@router.delete("/streams/{name}", status_code=204, tags=["streams"])
+@router.delete("/streams/{name}", status_code=204, tags=["streams"], responses=errors(404))
 async def delete_stream(name: str, service: ServiceDep) -> Response:
     """Stop a stream; its highlights stay. A stream from the config file starts again at the next start."""
     with client_errors():
@@ -152,7 +159,7 @@ async def list_highlights(
     query: Annotated[str | None, Query(max_length=500, description="exact sentence")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601 or Unix time: highlights still going at or after")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601 or Unix time: highlights started at or before")] = None,
-    before: Annotated[int | None, Query(ge=1, description="page: highlights with smaller ids")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="page: highlights with smaller ids")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Highlight]:
     """Newest first."""
@@ -161,15 +168,15 @@ async def list_highlights(
     return [Highlight.of(row, service) for row in rows]
 
 
-@router.get("/highlights/{highlight_id}", response_model=Highlight, tags=["highlights"])
-async def get_highlight(highlight_id: int, service: ServiceDep) -> Highlight:
+@router.get("/highlights/{highlight_id}", response_model=Highlight, tags=["highlights"], responses=errors(404))
+async def get_highlight(highlight_id: HighlightId, service: ServiceDep) -> Highlight:
     with client_errors():
         return Highlight.of(service.highlight(highlight_id), service)
 
 
 @router.get("/highlights/{highlight_id}/thumbnail.jpg", response_class=Response, tags=["highlights"],
-            responses={200: {"content": {"image/jpeg": {}}}})
-async def get_thumbnail(highlight_id: int, service: ServiceDep) -> Response:
+            responses={200: {"content": {"image/jpeg": {}}}, **errors(404)})
+async def get_thumbnail(highlight_id: HighlightId, service: ServiceDep) -> Response:
     jpeg = service.store.thumbnail(highlight_id)
     if jpeg is None:
         raise HTTPException(404, "no thumbnail for this highlight")
@@ -177,8 +184,8 @@ async def get_thumbnail(highlight_id: int, service: ServiceDep) -> Response:
 
 
 @router.get("/highlights/{highlight_id}/clip.mp4", response_class=FileResponse, tags=["highlights"],
-            responses={200: {"content": {"video/mp4": {}}}})
-async def get_clip(highlight_id: int, service: ServiceDep) -> FileResponse:
+            responses={200: {"content": {"video/mp4": {}}}, **errors(404)})
+async def get_clip(highlight_id: HighlightId, service: ServiceDep) -> FileResponse:
     with client_errors():
         return FileResponse(await service.clip(highlight_id), media_type="video/mp4")
 
@@ -226,8 +233,8 @@ async def events_sse(
     request: Request,
     service: ServiceDep,
     stream: StreamName | None = None,
-    last_event_id: Annotated[int | None, Header(ge=0, description="resume after this event id (EventSource sends it)")] = None,
-    after: Annotated[int | None, Query(ge=0, description="resume after this event id, for a first connection")] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID, description="resume after this event id (EventSource sends it)")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="resume after this event id, for a first connection")] = None,
 ) -> StreamingResponse:
     """Highlight and status events as Server-Sent Events: with `Last-Event-ID` (or `after`), the stored
     events after that id first, then live ones; no gap, no duplicate."""
@@ -243,7 +250,7 @@ async def events_ws(
     websocket: WebSocket,
     service: Annotated[Service, Depends(get_ws_service)],
     stream: StreamName | None = None,
-    after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="resume after this event id")] = None,
 ) -> None:
     """The same events as `/api/events`, one JSON text message each (`event_id` included)."""
     client = f"ws {websocket.client.host}:{websocket.client.port}" if websocket.client else "ws"

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import ipaddress
 import re
+import socket
 import tomllib
 import typing
 from dataclasses import replace
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from cliplive.models.errors import InputError
 from cliplive.models.spec import EncoderSpec
-from cliplive.stream.live import source_kind
+from cliplive.stream.hosts import Resolver, check_host as check_source_host  # (check_host below: a bind address)
+from cliplive.stream.live import lower_scheme, source_kind
 from cliplive.stream.segmenter import SegmenterConfig
 
 STREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe in URLs, MQTT topics and file names
@@ -82,6 +84,15 @@ class ServerSettings(StrictModel):
     buffer_minutes: float = Field(2.0, ge=0, le=60, description="rolling packet buffer per live stream, for clips")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list)  # CORS stays off unless origins are listed
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        try:
+            check_host(host)
+        except InputError as e:
+            raise ValueError(str(e)) from None
+        return host
 
 
 class Config(StrictModel):
@@ -193,19 +204,47 @@ def table_type(annotation: Any) -> type | None:
     return None
 
 
-def check_source(source: str, allow_local: bool) -> None:
-    """Refuse what an API client may not make the server open: anything but rtsp(s)/http(s) URLs with a
-    host, unless the config allows local sources (files, file:, devices, rtsp-listen://)."""
+def check_source(source: str, allow_local: bool, resolve: Resolver = socket.getaddrinfo) -> str:
+    """The one check of what an API client may make the server open; the source as it is to be stored
+    (its scheme in lower case). Refused: anything but rtsp(s)/http(s) URLs with a host, and hosts that are
+    or resolve to loopback, link-local, unspecified, multicast or cloud metadata addresses (private ranges
+    are fine: cameras live there), unless the config allows local sources (files, file:, devices,
+    rtsp-listen://, any host). It resolves the host (blocking: call it in a thread from async code); the
+    sources of API streams check their host again before every connection (`SourceOptions.allow_local`)."""
     if any(ord(c) < 33 or c == "\x7f" for c in source):
         raise InputError("source must not contain spaces or control characters")
-    scheme = urlsplit(source).scheme.lower() if "://" in source else ""
+    source = lower_scheme(source)
+    try:
+        parts = urlsplit(source)
+        scheme, host = (parts.scheme if "://" in source else ""), parts.hostname
+    except ValueError as e:
+        raise InputError(f"source URL is not valid: {e}") from None
     if scheme in NETWORK_SCHEMES:
-        if not urlsplit(source).hostname:
+        if not host:
             raise InputError(f"source URL has no host: {source!r}")
+        if not allow_local:
+            check_source_host(source, resolve)
     elif not allow_local:
         allowed = ", ".join(f"{s}://" for s in NETWORK_SCHEMES)
         raise InputError(f"source refused: only {allowed} URLs are allowed (the server's config does not allow local sources)")
     source_kind(source)  # the remaining checks: a supported scheme, an existing file
+    return source
+
+
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_host(host: str) -> None:
+    """An address to bind: an IP address, or a host name whose last label is not all digits (999.1.1.1 is
+    neither)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if not (len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()):
+        raise InputError(f"host must be an IP address or a host name, not {host!r}")
 
 
 def is_loopback(host: str) -> bool:

@@ -25,7 +25,8 @@ import av
 
 from cliplive.models.files import atomic_path
 from cliplive.stream.clips import ClipWriteError
-from cliplive.stream.live import SourceOptions, av_options, backoff_delay
+from cliplive.stream.hosts import HostRefused, check_host
+from cliplive.stream.live import SourceOptions, av_options, backoff_delay, lower_scheme, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,14 @@ class PacketRecorder:
         attempt = 0
         while not self._stop.is_set():
             try:
-                container = av.open(self.url, options=av_options(self.kind, self.options, self.options.stall_timeout),
+                if not self.options.allow_local:  # an API client's source: its host is checked at every connection
+                    check_host(self.url)
+                container = av.open(lower_scheme(self.url), options=av_options(self.kind, self.options, self.options.stall_timeout),
                                     timeout=(self.options.open_timeout, self.options.stall_timeout))
                 if self._record(container):
                     attempt = 0
-            except (av.error.FFmpegError, OSError) as e:
-                log.info("recorder %s: %s", self.name, e)
+            except (av.error.FFmpegError, OSError, HostRefused) as e:
+                log.info("recorder %s: %s", self.name, mask_url(str(e)))  # FFmpeg errors quote the URL
             delay = backoff_delay(attempt, self.options.backoff_initial, self.options.backoff_max)
             attempt += 1
             self._stop.wait(delay)

@@ -23,15 +23,22 @@ def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
     """The token stored in `data_dir`, or a new one written there (mode 0600); True when new."""
     path = data_dir / TOKEN_FILE
     if path.exists():
+        if path.stat().st_mode & 0o077:  # written by hand, or by an older version
+            os.chmod(path, 0o600)
         token = path.read_text(encoding="utf-8").strip()
         if len(token) < 16:
             raise InputError(f"{path}: the stored token is too short; delete the file to generate a new one")
         return token, False
-    data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+    save_token(data_dir, token)
     return token, True
+
+
+def save_token(data_dir: Path, token: str) -> None:
+    """Write a new token into `data_dir` (mode 0600); an existing token file is never overwritten."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(data_dir / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+        f.write(token + "\n")
 
 
 async def send_json(send: Send, status: int, body: dict, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:

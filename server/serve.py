@@ -5,10 +5,14 @@ Imports happen when the command runs, so that building the CLI's parser stays ch
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cliplive.models.errors import InputError
+from cliplive.models.errors import InputError, Unavailable
 from cliplive.server.options import add_encoder_options, encoder_spec
 
 if TYPE_CHECKING:
@@ -31,20 +35,39 @@ def run_serve(args: argparse.Namespace) -> int:
     from cliplive.models.encoder import EncoderUnavailable
     from cliplive.models.spec import create_encoder, load_scorer
     from cliplive.server.app import GracefulServer, create_app
-    from cliplive.server.config import is_loopback, load_config
+    from cliplive.server.config import check_host, is_loopback, load_config
     from cliplive.server.progress import notice
     from cliplive.server.summarize import describe_spec
-    from cliplive.server.security import load_or_create_token
+    from cliplive.server.security import TOKEN_FILE, load_or_create_token, save_token
     from cliplive.server.service import Service
 
     config = load_config(args.config)
     config.encoder = encoder_spec(args, base=config.encoder)  # the command line wins over the file
     server = config.server
+    if args.host is not None:
+        check_host(args.host)
     server.host = args.host or server.host
     server.port = server.port if args.port is None else args.port
     if args.no_auth and not is_loopback(server.host):
         raise InputError(f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {server.host}")
+    check_data_dir(server.data_dir)
+    check_can_listen(server.host, server.port)
     sinks = sinks_from_config(config)  # config mistakes show before the model loads
+    # The token: a stored one is read now (it may be unusable); a new one is saved and shown only once the
+    # server listens, so that a start that fails prints its one error line and creates nothing.
+    token = new_token = None
+    if not args.no_auth:
+        if server.token:
+            token = server.token
+        elif (server.data_dir / TOKEN_FILE).exists():
+            token, _ = load_or_create_token(server.data_dir)
+        else:
+            token = new_token = secrets.token_urlsafe(32)
+
+    def save_new_token() -> None:
+        save_token(server.data_dir, new_token)
+        print(f"cliplive: generated an API token, saved in {server.data_dir / TOKEN_FILE}:\n{new_token}", file=sys.stderr)
+
     notice(f"loading encoder {describe_spec(config.encoder)} ...")
     try:
         encoder = create_encoder(config.encoder)
@@ -54,19 +77,45 @@ def run_serve(args: argparse.Namespace) -> int:
         raise EncoderUnavailable(f"{e}; in {args.config} the same goes in the [encoder] table (kind = \"conse\", "
                                  f"pretrained = \"/path\"), which command-line options override") from e
     scorer = load_scorer(config.encoder, encoder)
-    token = None  # once the models loaded: a start that fails prints its one error line and creates nothing
-    if not args.no_auth:
-        token, created = (server.token, False) if server.token else load_or_create_token(server.data_dir)
-        if created:  # the only time it is shown
-            print(f"cliplive: generated an API token, saved in {server.data_dir / 'token'}:\n{token}", file=sys.stderr)
     service = Service(config, encoder, scorer)
     for sink in sinks:
         service.add_sink(sink)
     log_level = "info" if args.verbose else "warning"
     uvicorn_config = uvicorn.Config(create_app(service, token), host=server.host, port=server.port, log_level=log_level,
                                     access_log=args.verbose >= 2, timeout_graceful_shutdown=5)
-    GracefulServer(uvicorn_config, service).run()
+    GracefulServer(uvicorn_config, service, on_listening=save_new_token if new_token else None).run()
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind (and let go of) `host:port` up front: an address in use, or a host name that does not resolve,
+    is one error line before anything loads, and before anything is created."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise InputError(f"cannot listen on {host}: {e.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket will be
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise Unavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+def check_data_dir(path: Path) -> None:
+    """`data_dir` is a folder, or one can be made there; checked before anything is loaded or created."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"data_dir is a file, not a folder: {path}")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"data_dir cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"data_dir cannot be {'written' if existing == path else 'made'}: {existing} is not writable")
 
 
 def sinks_from_config(config: Config) -> list:

@@ -30,7 +30,7 @@ from cliplive.server.thumbnails import RecentFrames, encode_jpeg
 from cliplive.stream.clips import ClipWriteError, write_summary
 from cliplive.stream.engine import Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent
-from cliplive.stream.live import Source, SourceOptions, source_kind
+from cliplive.stream.live import Source, SourceOptions, mask_url, source_kind
 from cliplive.stream.pipeline import Observer, Pipeline, PipelineSnapshot, StreamRunner
 
 if TYPE_CHECKING:
@@ -143,6 +143,9 @@ class Service:
         """Start a stream. API streams are checked against the source policy; `source` is a ready-made
         source (e.g. WebRTC); `observers` see each of its scored frames (e.g. a live score plot)."""
         self._check_new(spec, origin)
+        if origin == "api":  # it resolves the source's host: not on the loop
+            source_url = await asyncio.to_thread(check_source, spec.source, self.settings.allow_local_sources)
+            spec = spec.model_copy(update={"source": source_url})
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
         self._check_new(spec, origin)  # again: another request may have taken the name meanwhile
         if origin != "session":
@@ -152,9 +155,10 @@ class Service:
     async def update_queries(self, name: str, sentences: list[str], images: list[str]) -> LiveStream:
         """Look for other sentences on a running stream, without restarting it; open segments end."""
         stream = self.stream(name)
+        # The request is what is untrusted, whatever the stream's origin (a config stream too): images it
+        # names are refused before any is opened, unless the stream has them already.
+        self._check_images([image for image in images if image not in stream.spec.images])
         spec = StreamSpec.model_validate({**stream.spec.model_dump(), "sentences": sentences, "images": images})
-        if stream.origin == "api":
-            self._check_images(spec)
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
         self.pipeline.set_queries(name, queries)
         stream.spec = spec
@@ -182,12 +186,12 @@ class Service:
     def _check_new(self, spec: StreamSpec, origin: Origin) -> None:
         if spec.name in self.streams:
             raise StreamExists(f"stream {spec.name!r} exists already")
-        if origin == "api":
-            check_source(spec.source, self.settings.allow_local_sources)
-            self._check_images(spec)
+        # (an API stream's source is checked by add_stream, in a thread: it resolves the host)
+        if origin != "config":  # what an API client named (a session's too); the config file is trusted
+            self._check_images(spec.images)
 
-    def _check_images(self, spec: StreamSpec) -> None:
-        if spec.images and not self.settings.allow_local_sources:
+    def _check_images(self, images: list[str]) -> None:
+        if images and not self.settings.allow_local_sources:
             raise InputError("reference images are files on the server: the server's config does not allow local sources")
 
     def _already_scanned(self, spec: StreamSpec) -> bool:
@@ -197,8 +201,8 @@ class Service:
         key = file_scan_key(spec)
         if spec.rescan or key is None or self.store.scanned(spec.name) != key:
             return False
-        log.info("stream %s not started: %s was read to its end already (rescan = true reads it again)", spec.name, spec.source)
-        self.emit(StatusEvent(spec.name, "ended", {"skipped": "already scanned to its end", "source": spec.source}))
+        log.info("stream %s not started: %s was read to its end already (rescan = true reads it again)", spec.name, mask_url(spec.source))
+        self.emit(StatusEvent(spec.name, "ended", {"skipped": "already scanned to its end", "source": mask_url(spec.source)}))
         return True
 
     def _remember_scan(self, stream: LiveStream, key: str | None) -> None:
@@ -221,11 +225,12 @@ class Service:
         try:
             await self.add_stream(spec, origin)
         except (InputError, Unavailable, OSError) as e:
-            log.error("stream %s not started: %s", spec.name, e)
+            log.error("stream %s not started: %s", spec.name, mask_url(str(e)))
 
     def _launch(self, spec: StreamSpec, origin: Origin, queries: Queries, source: Source | None,
                 observers: list[Observer]) -> LiveStream:
-        options = self.pipeline.source_options(SourceOptions(fps=spec.fps, **spec.options.model_dump()))
+        options = self.pipeline.source_options(SourceOptions(fps=spec.fps, **spec.options.model_dump(),
+                                                             allow_local=origin != "api" or self.settings.allow_local_sources))
         frames = RecentFrames(spec.fps)
         runner = self.pipeline.add(spec.name, source or spec.source, queries, options, [frames, *observers])
         recorder = None

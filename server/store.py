@@ -13,6 +13,7 @@ One connection, used from the event loop's thread only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -91,9 +92,20 @@ class HighlightRow:
     has_thumbnail: bool
 
 
+def _owner_only(path: Path) -> None:
+    """The database keeps stream specs, camera passwords included: it is created (or made) readable by its
+    owner only (0600) before SQLite opens it; SQLite gives its -wal and -shm files the database's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if str(path) != ":memory:":
+            _owner_only(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; transactions are explicit
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

@@ -32,7 +32,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from cliplive.server.api import ServiceDep, client_errors
+from cliplive.server.api import ServiceDep, client_errors, errors
 from cliplive.server.config import STREAM_NAME, Sentence, StreamSpec, StrictModel
 from cliplive.server.service import LiveStream, NotFound, Service, StreamExists
 from cliplive.stream.live import SourceOptions
@@ -179,7 +179,7 @@ async def start_session(service: Service, offer_sdp: str, sentences: list[str], 
     return session
 
 
-@router.post("/webrtc/offer", response_model=Answer)
+@router.post("/webrtc/offer", response_model=Answer, responses=errors(400, 409, 503))
 async def webrtc_offer(offer: Offer, service: ServiceDep) -> Answer:
     """Send a camera: post an SDP offer (ICE gathering complete) with a video track and a DataChannel;
     the answer's DataChannel carries the stream's events and `{"kind": "scores", "t", "wall", "relevance"}` per frame."""
@@ -189,7 +189,8 @@ async def webrtc_offer(offer: Offer, service: ServiceDep) -> Answer:
 
 @router.post("/whip", status_code=201, response_class=Response,
              openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
-             responses={201: {"content": {"application/sdp": {}}, "description": "the answer; Location: the session"}})
+             responses={201: {"content": {"application/sdp": {}}, "description": "the answer; Location: the session"},
+                        **errors(400, 409, 415, 503)})
 async def whip(
     request: Request,
     service: ServiceDep,
@@ -206,8 +207,8 @@ async def whip(
                     headers={"Location": f"/api/whip/{session.id}"})
 
 
-@router.delete("/webrtc/{session_id}", status_code=204)
-@router.delete("/whip/{session_id}", status_code=204)
+@router.delete("/webrtc/{session_id}", status_code=204, responses=errors(404))
+@router.delete("/whip/{session_id}", status_code=204, responses=errors(404))
 async def end_session(session_id: str, service: ServiceDep) -> Response:
     """End a session: the stream stops (its highlights stay), the peer connection closes."""
     session = service.webrtc_sessions.get(session_id)

@@ -21,6 +21,7 @@ import numpy as np
 
 from cliplive.models.errors import Unavailable, reason
 from cliplive.models.files import atomic_path
+from cliplive.stream.live import WHITELISTS, lower_scheme
 from cliplive.stream.source import pts_seconds
 
 CUT_TOLERANCE = 1e-6  # seconds: float noise when comparing frame times with cut points
@@ -130,8 +131,11 @@ class _Reader:
         self.origin = float(start * self.video.time_base) if start is not None else 0.0
 
     def _open(self) -> None:
+        url = lower_scheme(self.path)
+        # A remote file gets the live source's whitelists: its server must not pick the demuxer or protocol (an SDP).
+        options = {"max_redirects": "0", **WHITELISTS["http"]} if url.startswith(("http://", "https://")) else {}
         try:
-            self.container = av.open(self.path)
+            self.container = av.open(url, options=options)
         except (av.error.FFmpegError, OSError) as e:
             raise ClipWriteError(f"cannot read {self.path}: {reason(e)}") from None
         streams = self.container.streams

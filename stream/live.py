@@ -13,8 +13,10 @@ highlight events in one stream.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +28,19 @@ import av
 
 from cliplive.models.errors import InputError, reason
 from cliplive.stream.events import StatusEvent
+from cliplive.stream.hosts import HostRefused, check_host
 from cliplive.stream.source import Frame, Sampler, pts_seconds, to_rgb
 
 log = logging.getLogger(__name__)
+
+
+NETWORK_KINDS = ("rtsp", "http", "hls")  # sources that connect out to a host named in their URL
+_VIDEO_FORMATS = "mov,mp4,matroska,webm,mpegts,flv,avi,mpeg,asf,h264,hevc,mjpeg,mpjpeg,ogg"  # never sdp, rtp, hls, concat
+WHITELISTS = {  # FFmpeg's protocol and format whitelists per network source kind (see av_options)
+    "rtsp": {"protocol_whitelist": "rtp,srtp,udp,tcp,tls", "format_whitelist": "rtsp"},
+    "http": {"protocol_whitelist": "http,https,tcp,tls,httpproxy", "format_whitelist": _VIDEO_FORMATS},
+    "hls": {"protocol_whitelist": "http,https,tcp,tls,crypto,httpproxy", "format_whitelist": "hls,mpegts,mov,mp4,aac,mp3,ac3,eac3,webvtt"},
+}
 
 
 class SourceEnded(Exception):
@@ -48,6 +60,9 @@ class SourceOptions:
     skip_nonref: bool = True  # let the decoder drop frames no other frame references when sampling sparsely
     skip_nonkey: bool = True  # decode keyframes only, while they come at least as often as frames are sampled
     decoder_threads: int | None = None  # None: 1 for live inputs (streams run in parallel), FFmpeg's choice for files
+    # False: an untrusted client (the HTTP API) named the source: its host is checked before every connection
+    # (cliplive.stream.hosts) and status events say only "cannot connect" (the log has the reason)
+    allow_local: bool = True
 
 
 @dataclass
@@ -251,7 +266,7 @@ class AVSource(LiveSource):
     def _connect(self) -> None:
         self._generation += 1
         self._last_frame = time.monotonic()
-        self._set_state("connecting", url=self.url)
+        self._set_state("connecting", url=mask_url(self.url))
         threading.Thread(target=self._read, args=(self._generation,), name=f"read-{self.stream}", daemon=True).start()
 
     async def _watch(self) -> None:
@@ -282,6 +297,9 @@ class AVSource(LiveSource):
         """On the loop: accept a reader's frame, or its end (None) with an error when it failed."""
         if generation != self._generation or self._newest.ended:
             return
+        if error is not None and not self.options.allow_local:
+            log.warning("stream=%s %s", self.stream, error)  # not in its status: the API must not be a port scanner
+            error = "cannot connect"
         if frame is not None:
             self._last_frame = time.monotonic()
             if self.state != "live":
@@ -320,9 +338,16 @@ class AVSource(LiveSource):
     def _read(self, generation: int) -> None:
         post = self._post
         try:
+            if not self.options.allow_local and self.kind in NETWORK_KINDS:
+                check_host(self._target())  # again at every connection: the name may resolve elsewhere now
             container = self._open(generation)
+        except HostRefused as e:
+            post(self._deliver, generation, None, f"refused: {e}")
+            return
         except (av.error.FFmpegError, OSError) as e:
-            post(self._deliver, generation, None, f"cannot open: {reason(e)}")
+            # A demuxer or protocol off the whitelists (av_options) fails as EINVAL: say what it most likely is.
+            hint = " (not a video format allowed for this source?)" if self.kind in NETWORK_KINDS and getattr(e, "errno", None) == errno.EINVAL else ""
+            post(self._deliver, generation, None, f"cannot open: {mask_url(reason(e))}{hint}")
             return
         if container is None:
             return
@@ -365,7 +390,7 @@ class AVSource(LiveSource):
             if not self.reconnects and not self._stop.is_set() and generation == self._generation:
                 self.end_time = self._media_end(container)  # read to its end: segments end where it does
         except av.error.FFmpegError as e:
-            error = reason(e)
+            error = mask_url(reason(e))
         finally:
             container.close()
             post(self._deliver, generation, None, error)
@@ -407,7 +432,7 @@ class AVSource(LiveSource):
     def _target(self) -> str:
         if self.kind == "rtsp-listen":
             return "rtsp://" + self.url.split("://", 1)[1]
-        return self.url.removeprefix("file://")
+        return lower_scheme(self.url).removeprefix("file://")
 
     def _format(self) -> str | None:
         return "v4l2" if self.kind == "device" else ("rtsp" if self.kind == "rtsp-listen" else None)
@@ -477,6 +502,16 @@ class SkipPolicy:
         return held
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@")
+
+
+def mask_url(text: str) -> str:
+    """`text` (a source URL, or a message that may quote one) with every URL's password shown as `***`:
+    `rtsp://admin:***@cam/stream`. Credentials stay in the stream's spec; whatever shows a source (status
+    events, logs, error messages, API answers) shows it masked."""
+    return _USERINFO.sub(r"\1:***@", text)
+
+
 def source_kind(url: str) -> str:
     """rtsp | rtsp-listen | http | hls | device | file, from the source string."""
     lower = url.lower()
@@ -489,7 +524,7 @@ def source_kind(url: str) -> str:
     if lower.startswith("/dev/video"):
         return "device"
     if "://" in lower and not lower.startswith("file://"):
-        raise InputError(f"unsupported source {url!r}: use rtsp://, rtsps://, rtsp-listen://, http(s)://, /dev/videoN or a file")
+        raise InputError(f"unsupported source {mask_url(url)!r}: use rtsp://, rtsps://, rtsp-listen://, http(s)://, /dev/videoN or a file")
     path = url[len("file://") :] if lower.startswith("file://") else url
     if not Path(path).exists():
         raise InputError(f"no such file: {path}")
@@ -497,16 +532,29 @@ def source_kind(url: str) -> str:
 
 
 def av_options(kind: str, options: SourceOptions, io_timeout: float) -> dict[str, str]:
-    """FFmpeg's input options for a source kind; `io_timeout`: seconds before a silent read fails."""
+    """FFmpeg's input options for a source kind; `io_timeout`: seconds before a silent read fails.
+
+    Network kinds get FFmpeg's protocol and format whitelists: what a remote server answers must not
+    choose another demuxer or protocol (an SDP file served over http would make FFmpeg bind the UDP
+    ports it names; an m3u8 would fetch further URLs; file: would read local files). http(s) sources
+    do not follow redirects (`max_redirects`, FFmpeg 8; older FFmpeg ignores it and follows them)."""
     if kind == "rtsp":
-        return {"rtsp_transport": options.transport, "timeout": str(int(io_timeout * 1e6))}
+        return {"rtsp_transport": options.transport, "timeout": str(int(io_timeout * 1e6)), **WHITELISTS["rtsp"]}
     if kind == "rtsp-listen":
         # FFmpeg's RTSP server mode: an encoder (ffmpeg -f rtsp) pushes to us. listen_timeout must be
         # positive: its default (-1, wait forever) fails with "Numerical result out of range" (FFmpeg 7).
-        return {"rtsp_flags": "listen", "listen_timeout": str(listen_slice(options))}
-    if kind in ("http", "hls"):
-        return {"reconnect": "1", "rw_timeout": str(int(io_timeout * 1e6))}
+        return {"rtsp_flags": "listen", "listen_timeout": str(listen_slice(options)), **WHITELISTS["rtsp"]}
+    if kind == "http":
+        return {"reconnect": "1", "rw_timeout": str(int(io_timeout * 1e6)), "max_redirects": "0", **WHITELISTS["http"]}
+    if kind == "hls":  # the playlist's own fetch does not follow redirects; its segments' (opened by the hls demuxer) may
+        return {"reconnect": "1", "rw_timeout": str(int(io_timeout * 1e6)), "max_redirects": "0", **WHITELISTS["hls"]}
     return {}
+
+
+def lower_scheme(url: str) -> str:
+    """The URL with its scheme in lower case (FFmpeg's protocol names are case-sensitive: HTTP:// never opens)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep and scheme.isascii() and scheme.replace("-", "").replace("+", "").replace(".", "").isalnum() else url
 
 
 def listen_slice(options: SourceOptions) -> int:

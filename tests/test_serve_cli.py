@@ -34,8 +34,10 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def serving(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 90) -> None:
-    """Start `cliplive serve ARGS`, check /healthz on the port it reports, and stop it with SIGTERM."""
+def serving(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 90, stop: int = signal.SIGTERM,
+            headers: dict | None = None) -> list[str]:
+    """Start `cliplive serve ARGS`, check /healthz on the port it reports, stop it with `stop` (a signal), and
+    return the lines it printed up to its "serving on" line."""
     proc = subprocess.Popen([*SERVE, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=lambda: [*map(lines.put, proc.stderr), lines.put(None)], daemon=True).start()
@@ -50,16 +52,19 @@ def serving(args: list[str], cwd: Path, env: dict | None = None, timeout: float 
                 break
         url = match.group(1)
         assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
-        assert httpx.get(f"{url}/api/streams", timeout=10).json() == []
+        if headers is None and (token := re.search(r"generated an API token, saved in .*:\n(\S+)", "".join(seen))):
+            headers = {"Authorization": f"Bearer {token.group(1)}"}
+        assert httpx.get(f"{url}/api/streams", headers=headers, timeout=10).json() == []
     finally:
-        proc.terminate()
+        proc.send_signal(stop)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught: the exit status says SIGTERM.
-    assert proc.returncode in (0, -signal.SIGTERM), "".join(seen)
+    # A graceful stop by SIGTERM or SIGINT is a success (uvicorn alone would raise the signal again and die by it).
+    assert proc.returncode == 0, "".join(seen)
+    return seen
 
 
 def test_serve_without_clip_weights_prints_one_line_whose_hint_works(tmp_path, no_clip_weights):
@@ -81,3 +86,47 @@ def test_a_config_file_encoder_error_names_the_table_too(tmp_path, no_clip_weigh
     line = one_line_error(result)
     assert "CLIP checkpoint not found: missing.safetensors" in line
     assert f"in {config} the same goes in the [encoder] table (kind = \"conse\"" in line, line
+
+
+def test_a_new_token_is_saved_and_shown_once_listening_and_sigint_exits_0(tmp_path, no_clip_weights):
+    seen = serving(["--encoder", "conse", "--port", "0"], tmp_path, no_clip_weights, stop=signal.SIGINT)
+    assert "generated an API token" in seen[0] and "serving on" in seen[-1], seen
+    assert (tmp_path / "cliplive-data" / "token").read_text().strip() == seen[1].strip()
+
+
+@pytest.mark.parametrize("case", ["bad host in the config", "bad --host", "data_dir is a file", "data_dir under a file",
+                                  "bad webhook option", "port in use"])
+def test_a_failed_start_creates_nothing_and_says_why_in_one_line(tmp_path, no_clip_weights, case):
+    import socket
+
+    config, args, expected = tmp_path / "cliplive.toml", ["--encoder", "conse"], None
+    (tmp_path / "file").write_text("not a folder")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if case == "bad host in the config":
+            config.write_text('[server]\nhost = "999.1.1.1"\n')
+            expected = "server.host: host must be an IP address or a host name, not '999.1.1.1'"
+        elif case == "bad --host":
+            config.write_text("")
+            args += ["--host", "999.1.1.1"]
+            expected = "host must be an IP address or a host name, not '999.1.1.1'"
+        elif case == "data_dir is a file":
+            config.write_text('[server]\ndata_dir = "file"\n')
+            expected = f"data_dir is a file, not a folder: {tmp_path / 'file'}"
+        elif case == "data_dir under a file":
+            config.write_text('[server]\ndata_dir = "file/data"\n')
+            expected = f"data_dir cannot be made: {tmp_path / 'file'} is a file, not a folder"
+        elif case == "bad webhook option":
+            config.write_text('[[webhooks]]\nurl = "http://127.0.0.1:9/hook"\nretries = "many"\nbogus = 1\n')
+            expected = "webhooks[0]: "
+        else:
+            config.write_text(f"[server]\nport = {taken.getsockname()[1]}\n")
+            expected = f"cannot listen on 127.0.0.1:{taken.getsockname()[1]}: Address already in use"
+        result = subprocess.run([*SERVE, "--config", str(config), *args], cwd=tmp_path, env=no_clip_weights,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, result.stderr
+    assert "token" not in result.stderr and "serving on" not in result.stderr, result.stderr
+    assert result.returncode == (1 if case == "port in use" else 2)  # not the user's mistake: unavailable
+    assert expected in one_line_error(result), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "hf") == ["cliplive.toml", "file"]
