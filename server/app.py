@@ -141,16 +141,19 @@ class MethodsAllowed:
     def __init__(self, app: ASGIApp, routes: list):
         self.app, self.routes = app, routes
 
+    def takes(self, scope: Scope, method: str) -> bool:
+        """Whether some route takes `method` on this path (asked of the routes, included routers too; the
+        mounts, which take any path, left out)."""
+        return any(not isinstance(route, Mount) and route.matches({**scope, "method": method})[0] is Match.FULL
+                   for route in self.routes)
+
     def allowed(self, scope: Scope) -> set[str]:
-        """The methods some route takes on this path (asked of the routes, included routers too; the mounts,
-        which take any path, left out)."""
-        methods = {method for method in METHODS for route in self.routes if not isinstance(route, Mount)
-                   and route.matches({**scope, "method": method})[0] is Match.FULL}
+        methods = {method for method in METHODS if self.takes(scope, method)}
         return methods | {"HEAD"} if "GET" in methods else methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or (scope["method"] != "HEAD" and self.takes(scope, scope["method"])):
+            await self.app(scope, receive, send)  # the common case: one pass over the routes, as routing makes
             return
         allowed, method = self.allowed(scope), scope["method"]
         if allowed and method not in allowed:

@@ -21,9 +21,10 @@ import numpy as np
 
 from cliplive.models.errors import Unavailable, reason
 from cliplive.models.files import atomic_path
-from cliplive.stream.live import WHITELISTS, lower_scheme
+from cliplive.stream.live import SourceOptions, av_options, lower_scheme
 from cliplive.stream.source import pts_seconds
 
+HTTP_IO_TIMEOUT = 10.0  # seconds before a silent read of a remote file fails
 CUT_TOLERANCE = 1e-6  # seconds: float noise when comparing frame times with cut points
 AUDIO_WAIT = 1.0  # seconds of video past a range's end to read while waiting for its audio
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -132,8 +133,8 @@ class _Reader:
 
     def _open(self) -> None:
         url = lower_scheme(self.path)
-        # A remote file gets the live source's whitelists: its server must not pick the demuxer or protocol (an SDP).
-        options = {"max_redirects": "0", **WHITELISTS["http"]} if url.startswith(("http://", "https://")) else {}
+        # A remote file is opened as a live http source is: its server must not pick the demuxer or protocol (an SDP).
+        options = av_options("http", SourceOptions(), HTTP_IO_TIMEOUT) if url.startswith(("http://", "https://")) else {}
         try:
             self.container = av.open(url, options=options)
         except (av.error.FFmpegError, OSError) as e:
