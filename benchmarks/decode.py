@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine  # noqa: E402
 from media import GOP, camera_720p  # noqa: E402
 
 from cliplive.stream.source import Sampler, pts_seconds, to_rgb  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
     print(json.dumps({
         "video": {"path": str(video), "size": "1280x720", "fps": 25, "codec": "h264", "gop": GOP},
         "seconds": args.seconds, "sample_fps": args.fps, "rounds": args.rounds, "load_before": round(load_before, 2),
-        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "pyav": av.__version__},
+        "machine": {**machine(), "pyav": av.__version__},
         "results": results,
     }, indent=1))
 

@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cliplive.models.clip import RANDOM, ClipEncoder, _native_bf16
-from cliplive.stream.source import FileSource, to_rgb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine  # noqa: E402
+
+from cliplive.models.clip import RANDOM, ClipEncoder, _native_bf16  # noqa: E402
+from cliplive.stream.source import FileSource, to_rgb  # noqa: E402
 
 
 def decode(path: str, count: int, short_side: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
@@ -152,15 +156,14 @@ def main() -> None:
         "model": engine.name,
         "batch": args.batch,
         "precision": engine.precision,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "backend": engine.backend,
         "open_clip": open_clip.__version__,
         "cpu_bf16": _native_bf16(torch.device("cpu")),
         "frames": len(full),
         "timing": f"best of {args.rounds} interleaved rounds of {args.seconds:g} s each, after warm-up",
         "rounds_img_per_s": {name: [round(r, 2) for r in rates] for name, rates in rounds.items()},
         "seconds": round(time.perf_counter() - began, 1),
-        "load_average_1min": round(os.getloadavg()[0], 2),  # > threads: other work shared the cores
+        "machine": machine(),  # load_average_1min > threads: other work shared the cores
     }
     print(json.dumps(result, indent=2))
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import decode  # noqa: E402
+from machine import machine  # noqa: E402
 
 from cliplive.models.clip import RANDOM, ClipEncoder  # noqa: E402
 
@@ -133,7 +134,7 @@ def main() -> None:
             result["img_per_s"] = round(max(result["img_per_s"], done / (time.perf_counter() - start)), 2)
     for result in results.values():
         result.pop("run", None), result.pop("batch", None)
-    print(json.dumps({"torch": torch.__version__, "threads": threads, "options": results}, indent=2))
+    print(json.dumps({"threads": threads, "options": results, "machine": machine()}, indent=2))
 
 
 if __name__ == "__main__":

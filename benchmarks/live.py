@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from machine import machine  # noqa: E402
 from media import camera_720p  # noqa: E402
 from peers import RtspServer  # noqa: E402
 
@@ -189,7 +190,7 @@ def main() -> None:
         result = asyncio.run(run(args, server, [server.url(m) for m in mounts]))
     result = {**result, "skip": args.skip, "decoder_threads": args.decoder_threads, "torch_threads": args.torch_threads,
               "max_batch": args.max_batch, "seconds": args.seconds, "warmup_s": args.warmup, "fps": args.fps, "model": f"{args.model} (random weights)",
-              "video": "1280x720 25 fps H.264 (benchmarks/media.py)", "cpus": os.cpu_count(), "load_before": round(load_before, 2)}
+              "video": "1280x720 25 fps H.264 (benchmarks/media.py)", "load_before": round(load_before, 2), "machine": machine()}
     print(json.dumps(result))
 
 

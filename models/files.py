@@ -1,4 +1,5 @@
-"""Atomic file output: a reader never sees half a file, and a failed write leaves the old one in place."""
+"""Files cliplive writes: atomic output (a reader never sees half a file, and a failed write leaves the old one
+in place), and the cache directory for what is computed once (exports, embeddings, fetched media)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """`CLIPLIVE_CACHE`, else `$XDG_CACHE_HOME/cliplive`, else ~/.cache/cliplive."""
+    return Path(os.environ.get("CLIPLIVE_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cliplive"))
 
 
 @contextmanager

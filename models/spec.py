@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 EncoderKind = Literal["clip", "conse"]
 Precision = Literal["auto", "fp32", "bf16"]
+Backend = Literal["auto", "torch", "onnxruntime"]
 ENCODER_KINDS: tuple[str, ...] = get_args(EncoderKind)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def _about(help_text: str, minimum: int | None = None, maximum: int | None = None) -> dict:
@@ -37,6 +39,9 @@ class EncoderSpec:
         "open_clip pretrained tag or local checkpoint file (clip only); 'random' only for tests"))
     precision: Precision = field(default="auto", metadata=_about(
         "CLIP image tower precision; auto: bf16 where the hardware computes it natively, else fp32"))
+    backend: Backend = field(default="auto", metadata=_about(
+        "image tower inference: torch, onnxruntime (an ONNX export, made once and cached), or auto: torch for bf16, "
+        "else onnxruntime where installed"))
     checkpoint: str | None = field(default=None, metadata=_about("a trained scorer checkpoint (unset: the zero-shot scorer)"))
     max_batch: int = field(default=16, metadata=_about("frames encoded together in one batch", 1, 256))
     threads: int | None = field(default=None, metadata=_about("torch intra-op threads (unset: torch's own choice)", 1, 1024))
@@ -48,6 +53,10 @@ class EncoderSpec:
             raise ValueError(f"kind must be one of {', '.join(ENCODER_KINDS)}, not {self.kind!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "onnxruntime" and self.precision == "bf16":
+            raise ValueError("the onnxruntime backend runs fp32 (its CPU kernels have no bf16): use --backend torch for bf16")
         for f in fields(self):
             value, low, high = getattr(self, f.name), f.metadata.get("min"), f.metadata.get("max")
             if value is not None and low is not None and not low <= value <= high:
@@ -59,10 +68,10 @@ def create_encoder(spec: EncoderSpec = EncoderSpec()) -> Encoder:
     if spec.kind == "clip":
         from cliplive.models.clip import ClipEncoder
 
-        return ClipEncoder(spec.model, spec.pretrained, precision=spec.precision, threads=spec.threads)
+        return ClipEncoder(spec.model, spec.pretrained, precision=spec.precision, backend=spec.backend, threads=spec.threads)
     from cliplive.models.conse import ConseEncoder
 
-    return ConseEncoder(threads=spec.threads)
+    return ConseEncoder(backend=spec.backend, threads=spec.threads)
 
 
 def load_scorer(spec: EncoderSpec, encoder: Encoder) -> CausalScorer:

@@ -38,6 +38,7 @@ from cliplive.models.embedding import CLIP_CALIBRATION, unit
 from cliplive.models.errors import InputError
 from cliplive.models.files import atomic_path
 from cliplive.research import protocol
+from cliplive.research.configs import QUERY_SOURCES, SyntheticConfig
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,6 @@ def _natural(key: str) -> tuple:
     """video_2 before video_10."""
     head, _, tail = key.rpartition("_")
     return (head, int(tail), "") if tail.isdigit() else (key, 0, key)
-
-
-QUERY_SOURCES = ("auto", "stored", "centroid")
 
 
 def video_queries(video: VideoRecord, source: str = "auto") -> np.ndarray:
@@ -374,42 +372,6 @@ def read_splits(path: str | Path) -> list[dict]:
 
 
 # --- the synthetic benchmark -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Embedding sequences with known relevant stretches; no downloads.
-
-    Each video looks for one concept of a shared pool (as TVSum's videos share categories). A video is a
-    sequence of scenes: the concept, a distractor, or unrelated content, under a slowly drifting background
-    and strong per-frame noise. Sentences are noisy views of the concept plus a text-only direction
-    (CLIP's modality gap): zero-shot cosine ranks real and distractor scenes alike, since distractors
-    share that direction; a trained scorer can learn to discount it, and to pool evidence over time,
-    since relevance persists over a scene while the noise is per frame.
-    """
-
-    videos: int = 20
-    steps: int = 200  # sampled frames per video
-    dim: int = 64
-    concepts: int = 6
-    sentences: int = 3  # per video's query
-    annotators: int = 5
-    fps: float = 30.0  # frame rate; picks every `every` frames (2 samples per second)
-    every: int = 15
-    scene_steps: tuple[int, int] = (4, 16)  # scene lengths, sampled frames (2-8 s)
-    relevant_share: float = 0.2  # chance that a scene shows the concept
-    distractor_share: float = 0.2  # chance that it shows the concept's distractor
-    text_gap: float = 1.0  # weight of the text-only direction in a sentence (1: cosine to concept 0.71)
-    distractor_concept: float = 0.4  # a distractor: the text-only direction, a little of the concept ...
-    distractor_other: float = 0.6  # ... and unrelated content
-    sentence_noise: float = 0.3
-    frame_noise: float = 1.0  # per-frame noise, relative to the scene content
-    background: float = 0.5  # weight of the drifting background
-    drift: float = 0.2  # random-walk step of the background
-    annotator_noise: float = 0.7  # std of annotator scores (scale 1-5)
-    annotator_jitter: int = 2  # annotators place boundaries up to this many samples off
-    calibration: tuple[float, float] = (10.0, -3.0)  # zero-shot logit = 10 cos - 3
-    seed: int = 0
 
 
 def synthetic_benchmark(config: SyntheticConfig = SyntheticConfig()) -> Dataset:

@@ -36,7 +36,6 @@ from cliplive.research.dataset import Dataset, VideoRecord, video_queries
 from cliplive.stream.segmenter import EPS, OnlineSegmenter, SegmenterConfig, probability
 
 UNLIMITED = math.inf
-PROTOCOLS = ("summary", "qvhighlights")  # TVSum/SumMe's table; QVHighlights' highlight detection
 
 
 @dataclass

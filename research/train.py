@@ -36,41 +36,9 @@ from torch.nn import functional as F
 from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer, ScorerConfig, ScorerOutput
 from cliplive.research import protocol
+from cliplive.research.configs import TrainConfig
 from cliplive.research.dataset import Dataset, VideoRecord, video_queries
 from cliplive.research.evaluate import UNLIMITED, score_video
-
-TARGETS = ("gtscore", "binary")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 60
-    patience: int = 10  # epochs without a better validation loss before stopping
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    target: str = "gtscore"  # or "binary"
-    importance: float = 1.0  # loss weights
-    diversity: float = 0.05
-    reconstruction: float = 0.05
-    distill: float = 0.0  # > 0: train a bidirectional teacher first and distil it into the student
-    validation: float = 0.2  # share of the training videos held out for early stopping
-    queries: str = "auto"  # see dataset.video_queries
-    layers: int = 2  # scorer architecture
-    heads: int = 8
-    window: int = 32
-    seed: int = 0
-    threads: int = 1  # intra-op threads: the scorer's matrices are small, so one is fastest, and runs match anywhere
-
-    def __post_init__(self):
-        if self.target not in TARGETS:
-            raise InputError(f"target must be one of {TARGETS}, not {self.target!r}")
-        if min(self.importance, self.diversity, self.reconstruction, self.distill) < 0:
-            raise InputError("loss weights must not be negative")
-        if not 0 <= self.validation < 1:
-            raise InputError("validation share must be in [0, 1)")
-        if min(self.epochs, self.threads) < 1:
-            raise InputError("epochs and threads must be at least 1")
-
 
 class BidirectionalScorer(CausalScorer):
     """The distillation teacher: each frame attends to the `window` frames on either side of it."""

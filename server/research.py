@@ -13,15 +13,13 @@ import sys
 from dataclasses import asdict
 
 from cliplive.models.errors import InputError
+from cliplive.research.configs import PROTOCOLS, QUERY_SOURCES, TARGETS, SyntheticConfig, TrainConfig
 from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec, lookahead,
                                      non_negative_float, positive_float)
 
 SPLITS = 5  # random 80/20 train/test splits, as the literature evaluates
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    from cliplive.research.dataset import QUERY_SOURCES, SyntheticConfig
-    from cliplive.research.evaluate import PROTOCOLS
-    from cliplive.research.train import TARGETS, TrainConfig
 
     e = commands.add_parser("extract", help="features of videos in the community h5 layout, for train and evaluate")
     e.add_argument("videos", nargs="+", metavar="VIDEO", help="the video files (named as the annotations name them)")
@@ -121,7 +119,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
-    from cliplive.research.dataset import SyntheticConfig, make_splits, synthetic_benchmark, write_h5, write_splits
+    from cliplive.research.dataset import make_splits, synthetic_benchmark, write_h5, write_splits
 
     for out in (args.output, args.splits):
         if out:
@@ -139,7 +137,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
     from cliplive.research.dataset import read_h5, read_splits
-    from cliplive.research.train import TrainConfig, train
+    from cliplive.research.train import train
 
     check_writable(args.output)
     data = read_h5(args.data)

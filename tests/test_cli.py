@@ -165,8 +165,8 @@ def test_every_command_that_loads_an_encoder_has_the_specs_options(tmp_path):
 
     parser = build_parser()
     spec_options = ["--encoder", "conse", "--model", "m.json", "--pretrained", "w.pt", "--precision", "bf16",
-                    "--max-batch", "4", "--threads", "2"]
-    wanted = EncoderSpec(kind="conse", model="m.json", pretrained="w.pt", precision="bf16", max_batch=4, threads=2)
+                    "--backend", "torch", "--max-batch", "4", "--threads", "2"]
+    wanted = EncoderSpec(kind="conse", model="m.json", pretrained="w.pt", precision="bf16", backend="torch", max_batch=4, threads=2)
     for command in (["summarize", "v.mp4"], ["watch", "rtsp://cam/x"], ["extract", "v.mp4", "-o", "x.h5"], ["serve"]):
         assert encoder_spec(parser.parse_args(command)) == EncoderSpec(), command  # unset options: the defaults
         assert encoder_spec(parser.parse_args([*command, *spec_options])) == wanted, command
@@ -181,7 +181,7 @@ def test_every_command_that_loads_an_encoder_has_the_specs_options(tmp_path):
     assert base == EncoderSpec(model=str(tmp_path / "tiny.json"), precision="fp32", max_batch=8)
     merged = encoder_spec(parser.parse_args(["serve", "--config", str(config), "--encoder", "conse", "--max-batch", "2"]), base)
     assert merged == EncoderSpec(kind="conse", model=str(tmp_path / "tiny.json"), precision="fp32", max_batch=2)
-    assert {f.name for f in fields(EncoderSpec)} == {"kind", "model", "pretrained", "precision", "checkpoint", "max_batch", "threads"}
+    assert {f.name for f in fields(EncoderSpec)} == {"kind", "model", "pretrained", "precision", "backend", "checkpoint", "max_batch", "threads"}
 
 
 def test_encoder_values_are_checked_alike_on_the_command_line_and_in_the_config(tmp_path, capsys):
