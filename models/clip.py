@@ -6,11 +6,13 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from cliplive.models.backends import OnnxImageTower, choose_backend, weights_key
+from cliplive.models.backends import INT8_MIN_COSINE, OnnxImageTower, calibration_frames, choose_backend, onnxruntime_installed, weights_key
 from cliplive.models.embedding import CLIP_CALIBRATION
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
 from cliplive.models.errors import InputError, reason
@@ -50,22 +52,41 @@ class ClipEncoder(Encoder):
         self.name = f"clip:{model}:{os.path.basename(pretrained) if pretrained else RANDOM}"
         self.device = torch.device(device)
         self.model = _create(open_clip, model, pretrained).to(self.device).eval()
-        if precision == "auto":  # bf16 where the hardware computes it natively: 2x fp32's speed on CPU
-            precision = "bf16" if _native_bf16(self.device) and backend != "onnxruntime" else "fp32"
-        self.precision = precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.backend = choose_backend(backend, precision) if self.device.type == "cpu" else "torch"
         cfg = self.model.visual.preprocess_cfg
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+        self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
+        key = {**architecture, "open_clip": open_clip.__version__, **(
+            {"weights": RANDOM, "seed": 0} if not pretrained or pretrained == RANDOM
+            else weights_key(pretrained) if os.path.isfile(pretrained) else {"tag": pretrained})}
+        if precision != "auto":
+            self._use_image_tower(precision, backend, key, threads)
+        # auto: int8 where its guard holds (the fastest on every CPU measured, benchmarks/README.md), else bf16
+        # where the hardware computes it natively (2x fp32 on CPU), else fp32.
+        elif not (self.device.type == "cpu" and backend != "torch" and onnxruntime_installed()
+                  and self._use_image_tower("int8", backend, key, threads, INT8_MIN_COSINE)):
+            native = _native_bf16(self.device) and backend != "onnxruntime"
+            self._use_image_tower("bf16" if native else "fp32", backend, key, threads)
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.context_length = getattr(self.tokenizer, "context_length", 77)
+        self.dim = int(open_clip.get_model_config(model)["embed_dim"])
+        self.calibration = CLIP_CALIBRATION
+
+    def _use_image_tower(self, precision: str, backend: str, key: dict, threads: int | None, min_cosine: float | None = None) -> bool:
+        """Set the image tower up in `precision` on `backend` (auto: by `choose_backend`); False when an int8
+        tower's guard is below `min_cosine` (then nothing is set: the caller picks another precision)."""
+        self.backend = choose_backend(backend, precision) if self.device.type == "cpu" else "torch"
         if self.backend == "onnxruntime":
-            if precision != "fp32":
-                raise InputError("the onnxruntime backend runs fp32 (its CPU kernels have no bf16): use backend torch for bf16")
-            weights = {"weights": RANDOM, "seed": 0} if not pretrained or pretrained == RANDOM else (
-                weights_key(pretrained) if os.path.isfile(pretrained) else {"tag": pretrained})
-            self.image_tower = OnnxImageTower(self.model.visual, size, {**architecture, **weights, "open_clip": open_clip.__version__},
-                                              threads)
+            if precision == "bf16":
+                raise InputError("the onnxruntime backend runs fp32 or int8 (its CPU kernels have no bf16): use backend torch for bf16")
+            int8_pixels = (lambda: self.preprocess(calibration_frames()).numpy()) if precision == "int8" else None
+            tower = OnnxImageTower(self.model.visual, self.preprocess.size, key, threads, int8_pixels, min_cosine)
+            if tower.precision != precision:
+                return False
+            self.image_tower = tower
         else:
             self.image_tower = self._torch_image_tower
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if self.backend == "torch" and self.dtype != torch.float32:
             # Cast the image tower's weights once. Autocast would re-cast all of them on every batch:
             # 3/4 of a 16-frame ViT-B-32 batch's time on CPU, slower than fp32. The text tower stays
@@ -73,11 +94,7 @@ class ClipEncoder(Encoder):
             self.model.visual.to(self.dtype)
             if not _native_bf16(self.device):
                 log.warning("this CPU has no native bf16 (AVX512_BF16 or AMX): bf16 will be slower than fp32")
-        self.tokenizer = open_clip.get_tokenizer(model)
-        self.context_length = getattr(self.tokenizer, "context_length", 77)
-        self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"))
-        self.dim = int(open_clip.get_model_config(model)["embed_dim"])
-        self.calibration = CLIP_CALIBRATION
+        return True
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.image_tower(pixels)
@@ -125,13 +142,34 @@ def _create(open_clip, model: str, pretrained: str | None) -> torch.nn.Module:
     if not is_path:
         _check_hub_reachable(model, pretrained)
     try:
-        return open_clip.create_model(model, pretrained=pretrained, require_pretrained=True)
+        with _no_random_init():
+            return open_clip.create_model(model, pretrained=pretrained, require_pretrained=True)
     except Exception as e:  # open_clip wraps download and load failures in several exception types
         what = f"checkpoint {pretrained}" if is_path else f"weights {model}/{pretrained}"
         raise EncoderUnavailable(
             f"cannot load CLIP {what} ({reason(e)}); download them where there is network and pass "
             f"--pretrained /path/to/open_clip_model.safetensors, or use --encoder conse"
         ) from e
+
+
+@contextmanager
+def _no_random_init() -> Iterator[None]:
+    """Build a model whose every parameter the checkpoint then overwrites without drawing random initial
+    values first: ViT-B-32's initialisation takes seconds, its loading a fraction of one. open_clip loads
+    checkpoints strictly, so no parameter is left uninitialised."""
+    initialisers = {name: fn for name, fn in vars(torch.nn.init).items()
+                    if name.endswith("_") and not name.startswith("_") and callable(fn)}
+    for name in initialisers:
+        setattr(torch.nn.init, name, _unchanged)
+    try:
+        yield
+    finally:
+        for name, fn in initialisers.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def _unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
 
 
 def _check_hub_reachable(model: str, tag: str) -> None:

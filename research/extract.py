@@ -69,7 +69,7 @@ def extract_video(
     picked = _Picked(sampling)
     with FileSource(path) as source:
         info = source.info
-        _, features = encode_sampled(sample(source, picked, encoder.image_size), encoder, progress=progress,
+        _, features = encode_sampled(sample(source, picked, encoder.image_size, every_frame=True), encoder, progress=progress,
                                      duration=info.duration)
     if not len(features):
         raise MediaError(f"no video frames in {path} (zero-length or unreadable video)")

@@ -32,13 +32,16 @@ from cliplive.server import api, web, webrtc_api
 from cliplive.server.metrics import CONTENT_TYPE, registry_for
 from cliplive.server.security import BearerAuth, BodySizeLimit, send_json
 from cliplive.server.service import Service
+from cliplive.server.tokens import VIEWER_METHODS, Credentials
 from cliplive.stream.live import mask_url
 
 log = logging.getLogger(__name__)
 
 
-def create_app(service: Service, token: str | None) -> FastAPI:
-    """The service's app; it starts and stops `service` with its lifespan. `token` None: no auth."""
+def create_app(service: Service, token: str | Credentials | None) -> FastAPI:
+    """The service's app; it starts and stops `service` with its lifespan. `token`: who may use it (a plain
+    string is one admin token); None: no auth."""
+    credentials = Credentials(admin_token=token) if isinstance(token, str) else token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +80,7 @@ def create_app(service: Service, token: str | None) -> FastAPI:
     app.add_exception_handler(Unavailable, known_error)
 
     web.add_docs(app)
+    web.add_whoami(app)
     app.mount("/", web.static_files(), name="web")  # last: it takes every path no route did
     app.openapi = lambda: app.openapi_schema or _openapi_with_bearer(app)
     # Outermost last: CORS answers preflights, auth refuses before any body is read, then the size cap;
@@ -84,7 +88,7 @@ def create_app(service: Service, token: str | None) -> FastAPI:
     app.add_middleware(MethodsAllowed, routes=app.router.routes)
     app.add_middleware(InternalErrors)
     app.add_middleware(BodySizeLimit, max_bytes=service.settings.max_body_bytes)
-    app.add_middleware(BearerAuth, token=token, public_paths=("/healthz", *web.PUBLIC_PATHS))
+    app.add_middleware(BearerAuth, credentials=credentials, public_paths=("/healthz", *web.PUBLIC_PATHS))
     if service.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=service.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
@@ -177,7 +181,8 @@ class MethodsAllowed:
 
 def _openapi_with_bearer(app: FastAPI) -> dict:
     """The generated schema, saying that every operation but /healthz takes the bearer token (and may answer
-    401), and that every one with a body may answer 413."""
+    401), that every one a viewer token may not make may answer 403, and that every one with a body may
+    answer 413."""
     schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
     schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     schema["security"] = [{"bearer": []}]
@@ -185,9 +190,11 @@ def _openapi_with_bearer(app: FastAPI) -> dict:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}}
     schema["components"].setdefault("schemas", {}).setdefault("ErrorDetail", api.ErrorDetail.model_json_schema())
     for path, operations in schema["paths"].items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if path != "/healthz":
                 operation["responses"].setdefault("401", {"description": "missing or invalid bearer token", **error})
+            if method.upper() not in VIEWER_METHODS:
+                operation["responses"].setdefault("403", {"description": "a viewer token may not do this: it takes an admin token", **error})
             if "requestBody" in operation:
                 operation["responses"].setdefault("413", {"description": "request body too large", **error})
     app.openapi_schema = schema

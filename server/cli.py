@@ -1,7 +1,7 @@
 """The `cliplive` command line: one sink among the others (HTTP, WebRTC, webhooks).
 
 This module only assembles the parser and reports failures (cliplive.server.errors); the commands live
-in their own modules (summarize, watch, demo, serve, research), which share cliplive.server.options and
+in their own modules (summarize, watch, demo, serve, token_command, research), which share cliplive.server.options and
 import nothing from here."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cliplive.server import research, serve
+from cliplive.server import research, serve, token_command
 from cliplive.server.options import add_encoder_options, add_query_options, fraction, lookahead, positive_float, stream_name
 
 # Third-party libraries print progress bars and banners on import; the CLI speaks for itself.
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(run=run_demo)
 
     serve.add_command(commands)
+    token_command.add_command(commands)
     research.add_commands(commands)
     for command in commands.choices.values():  # -v after the command too
         command.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=0, help=VERBOSE_HELP)

@@ -64,6 +64,19 @@ class QuerySet(StrictModel):
         return self
 
 
+class StreamRetention(StrictModel):
+    """Limits on what is kept: oldest data goes first. Unset limits keep everything. A stream's own
+    (`[streams.retention]`) apply to its data only, on top of the global `[retention]` ones."""
+
+    events_max_age_days: float | None = Field(None, gt=0, description="event log entries older than this are deleted")
+    events_max_bytes: int | None = Field(None, ge=0, description="the event log's JSON is kept under this many bytes")
+    highlights_max_age_days: float | None = Field(None, gt=0, description="highlights started longer ago are deleted, "
+                                                  "with their thumbnails and clips (open ones never)")
+    thumbnails_max_bytes: int | None = Field(None, ge=0, description="thumbnails are kept under this many bytes; "
+                                             "older highlights lose theirs")
+    clips_max_bytes: int | None = Field(None, ge=0, description="clip files are kept under this many bytes; older highlights lose theirs")
+
+
 class StreamSpec(QuerySet):
     """One stream: where its video comes from and what to look for in it."""
 
@@ -73,17 +86,25 @@ class StreamSpec(QuerySet):
     options: SourceSettings = Field(default_factory=SourceSettings)
     rescan: bool = Field(False, description="local files: read again at every start, even if already read to the end "
                                             "with the same file and queries")
+    retention: StreamRetention | None = Field(None, description="this stream's own limits, as in [retention] (without "
+                                              "interval_seconds); the global ones apply too, the stricter wins")
 
 
 class ServerSettings(StrictModel):
     host: str = Field("127.0.0.1", description="0.0.0.0 to serve the network (then a token is required)")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on")
-    token: str | None = Field(None, min_length=16, description="API bearer token; generated into data_dir when unset")
+    token: str | None = Field(None, min_length=16, description="an admin API bearer token; unset: one is generated into data_dir (cliplive token)")
     allow_local_sources: bool = False  # API may name local files, file:, devices and rtsp-listen://
     data_dir: Path = Path("cliplive-data")  # relative to the config file
     buffer_minutes: float = Field(2.0, ge=0, le=60, description="rolling packet buffer per live stream, for clips")
+    min_free_mb: int = Field(256, ge=0, le=2**30, description="below this much free space under data_dir, clips and "
+                             "thumbnails are not written (events still are), so the database does not fill; 0: off")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request body accepted")
     cors_origins: list[str] = Field(default_factory=list)  # CORS stays off unless origins are listed
+    max_replay_events: int = Field(10_000, ge=1, le=10_000_000, description="most stored events one event-stream "
+                                   "connection replays; a client asking for more first gets a replay_truncated notice")
+    max_concurrent_replays: int = Field(4, ge=1, le=256, description="replay reads (a page of stored events each) run at "
+                                        "once; other replaying clients wait their turn")
 
     @field_validator("host")
     @classmethod
@@ -95,6 +116,12 @@ class ServerSettings(StrictModel):
         return host
 
 
+class RetentionSettings(StreamRetention):
+    """What the service keeps, all streams together: oldest data goes first. Unset limits keep everything."""
+
+    interval_seconds: float = Field(60.0, gt=0, le=86_400, description="how often the limits are applied")
+
+
 class Config(StrictModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)  # the CLI's encoder options, as one table
@@ -102,6 +129,7 @@ class Config(StrictModel):
     streams: list[StreamSpec] = Field(default_factory=list)
     webhooks: list[dict[str, Any]] = Field(default_factory=list)  # passed to cliplive.server.sinks.WebhookSink
     mqtt: dict[str, Any] | None = None  # passed to cliplive.server.sinks.MqttSink
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

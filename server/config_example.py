@@ -33,6 +33,7 @@ EXAMPLE_VALUES: dict[str, Any] = {
     "streams.source": "rtsp://user:secret@192.168.1.20:554/stream1",
     "streams.sentences": ["a person at the front door", "a delivery van"],
     "streams.images": ["reference/our-cat.jpg"],
+    "streams.retention": {"events_max_age_days": 7, "clips_max_bytes": 5_000_000_000},
     "webhooks.url": "https://example.com/hooks/cliplive",
     "webhooks.secret": "shared-secret-for-hmac",
     "webhooks.streams": ["driveway"],
@@ -40,10 +41,16 @@ EXAMPLE_VALUES: dict[str, Any] = {
     "mqtt.username": "cliplive",
     "mqtt.password": "secret",
     "mqtt.streams": ["driveway"],
+    "retention.events_max_age_days": 30,
+    "retention.events_max_bytes": 500_000_000,
+    "retention.highlights_max_age_days": 90,
+    "retention.thumbnails_max_bytes": 1_000_000_000,
+    "retention.clips_max_bytes": 20_000_000_000,
 }
 UNSET_BY_DEFAULT = {"streams.images"}  # shown commented out although they have a (empty) default
 TABLE_NOTES = {
     "server": "the HTTP service",
+    "retention": "what the service keeps (cliplive.server.retention): unset limits keep everything; oldest data goes first",
     "encoder": "cliplive.models.spec.EncoderSpec; serve's --encoder, --model... override these",
     "segmenter": "cliplive.stream.segmenter.SegmenterConfig: when a frame's score opens and closes a highlight",
     "streams": "streams declared here start at every start (the file wins over API changes to the same name)",
@@ -59,7 +66,7 @@ def example_config() -> str:
     from cliplive.server.sinks import MqttSink, WebhookSink
 
     out = [EXAMPLE_HEADER]
-    for table in ("server", "encoder", "segmenter"):
+    for table in ("server", "encoder", "segmenter", "retention"):
         out += _table(table, _options(table_type(Config.model_fields[table].annotation)), array=False)
     order = ["name", "source", "sentences", "images", "fps"]  # then the rest, in the model's order
     stream_options = sorted((o for o in _options(StreamSpec) if o[0] != "options"),

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from cliplive.server.service import Service
 from cliplive.server.sinks import SinkMetrics
+from cliplive.server.storage import StorageSnapshot
 from cliplive.stream.pipeline import EncoderSnapshot, StreamSnapshot, exported
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,6 +60,24 @@ class ServiceCollector(Collector):
             for quantile in ("0.5", "0.99"):
                 store.add_metric([quantile], float(np.quantile(snapshot.store_seconds, float(quantile))))
         yield store
+        yield from storage_families(snapshot.storage)
+
+
+def storage_families(storage: StorageSnapshot):
+    """The store's health: failing writes (a full disk), the events waiting for them, the low-disk watermark."""
+    yield CounterMetricFamily("cliplive_store_write_errors", "Store writes that failed (events, thumbnails)",
+                              value=storage.write_errors)
+    yield GaugeMetricFamily("cliplive_store_failing", "1 while the store cannot write", value=float(storage.failing))
+    yield GaugeMetricFamily("cliplive_store_backlog_events", "Events waiting in memory to be stored, then sent",
+                            value=storage.backlog)
+    yield CounterMetricFamily("cliplive_store_dropped_events", "Events dropped unstored from a full backlog",
+                              value=storage.dropped)
+    yield GaugeMetricFamily("cliplive_low_disk", "1 while free space is under min_free_mb", value=float(storage.low_disk))
+    skipped = CounterMetricFamily("cliplive_low_disk_skipped", "Clips and thumbnails not written for low disk space",
+                                  labels=["what"])
+    for what, count in storage.skipped.items():
+        skipped.add_metric([what], count)
+    yield skipped
 
 
 def registry_for(service: Service) -> CollectorRegistry:

@@ -1,44 +1,17 @@
 """The API's guards, as plain ASGI middleware so they run before any routing or body parsing:
-a bearer token on every path but the public ones, and a cap on request body size."""
+a bearer token on every path but the public ones, whose role must allow the request
+(cliplive.server.tokens), and a cap on request body size."""
 
 from __future__ import annotations
 
-import hmac
 import json
-import os
-import secrets
 from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cliplive.models.errors import InputError
-
-TOKEN_FILE = "token"
-
-
-def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
-    """The token stored in `data_dir`, or a new one written there (mode 0600); True when new."""
-    path = data_dir / TOKEN_FILE
-    if path.exists():
-        if path.stat().st_mode & 0o077:  # written by hand, or by an older version
-            os.chmod(path, 0o600)
-        token = path.read_text(encoding="utf-8").strip()
-        if len(token) < 16:
-            raise InputError(f"{path}: the stored token is too short; delete the file to generate a new one")
-        return token, False
-    token = secrets.token_urlsafe(32)
-    save_token(data_dir, token)
-    return token, True
-
-
-def save_token(data_dir: Path, token: str) -> None:
-    """Write a new token into `data_dir` (mode 0600); an existing token file is never overwritten."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(data_dir / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+from cliplive.server.tokens import Credentials, Identity, allows
 
 
 async def send_json(send: Send, status: int, body: dict, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -49,34 +22,49 @@ async def send_json(send: Send, status: int, body: dict, headers: Iterable[tuple
 
 
 class BearerAuth:
-    """`Authorization: Bearer <token>` on every request but `public_paths`, compared in constant time.
+    """`Authorization: Bearer <token>` on every request but `public_paths`: 401 without a known token, 403
+    when the token's role does not allow the request (`tokens.allows`); a refused WebSocket is closed with
+    1008. The token's `Identity` reaches the app as `request.state.token`. `credentials` None: no auth.
 
     Browsers cannot set headers on EventSource and WebSocket connections, so `query_token_paths` also
     take the token as `?access_token=` (it may then appear in proxies' access logs)."""
 
-    def __init__(self, app: ASGIApp, token: str | None, public_paths: Iterable[str] = ("/healthz",),
+    def __init__(self, app: ASGIApp, credentials: Credentials | None, public_paths: Iterable[str] = ("/healthz",),
                  query_token_paths: Iterable[str] = ("/api/events", "/api/events/ws")):
-        self.app, self.token = app, token
+        self.app, self.credentials = app, credentials
         self.public_paths, self.query_token_paths = frozenset(public_paths), frozenset(query_token_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.token is None or scope["path"] in self.public_paths \
-                or self._authorized(scope):
+        if scope["type"] not in ("http", "websocket") or self.credentials is None or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await receive()  # websocket.connect; refusing it answers the handshake with 403
-            await send({"type": "websocket.close", "code": 1008, "reason": "missing or invalid token"})
+            return
+        identity = self._identify(scope)
+        method = "WEBSOCKET" if scope["type"] == "websocket" else scope["method"]
+        if identity is None:
+            await self._refuse(scope, receive, send, 401, "missing or invalid bearer token")
+        elif not allows(identity.role, method):
+            await self._refuse(scope, receive, send, 403, f"this token's role ({identity.role}) may not {method} "
+                                                          f"{scope['path']}: that takes an admin token")
         else:
-            await send_json(send, 401, {"detail": "missing or invalid bearer token"},
-                            [(b"www-authenticate", b'Bearer realm="cliplive"')])
+            await self.app({**scope, "state": {**scope.get("state", {}), "token": identity}}, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _identify(self, scope: Scope) -> Identity | None:
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = query.get("access_token", [""])[0] if scope["path"] in self.query_token_paths else ""
-        return bool(given) and hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return self.credentials.identify(given.strip()) if given.strip() else None
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect; refusing it answers the handshake with 403
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})  # a close reason fits 123 bytes
+        elif status == 401:
+            await send_json(send, 401, {"detail": detail}, [(b"www-authenticate", b'Bearer realm="cliplive"')])
+        else:
+            await send_json(send, status, {"detail": detail})
 
 
 class BodySizeLimit:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,8 @@ from cliplive.models.errors import InputError, Unavailable
 from cliplive.server.options import add_encoder_options, encoder_spec
 
 if TYPE_CHECKING:
-    from cliplive.server.config import Config
+    from cliplive.server.config import Config, ServerSettings
+    from cliplive.server.tokens import Credentials
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -38,8 +39,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from cliplive.server.config import check_host, is_loopback, load_config
     from cliplive.server.progress import notice
     from cliplive.server.summarize import describe_spec
-    from cliplive.server.security import TOKEN_FILE, load_or_create_token, save_token
     from cliplive.server.service import Service
+    from cliplive.server.storage import open_store
 
     config = load_config(args.config)
     config.encoder = encoder_spec(args, base=config.encoder)  # the command line wins over the file
@@ -53,20 +54,7 @@ def run_serve(args: argparse.Namespace) -> int:
     check_data_dir(server.data_dir)
     check_can_listen(server.host, server.port)
     sinks = sinks_from_config(config)  # config mistakes show before the model loads
-    # The token: a stored one is read now (it may be unusable); a new one is saved and shown only once the
-    # server listens, so that a start that fails prints its one error line and creates nothing.
-    token = new_token = None
-    if not args.no_auth:
-        if server.token:
-            token = server.token
-        elif (server.data_dir / TOKEN_FILE).exists():
-            token, _ = load_or_create_token(server.data_dir)
-        else:
-            token = new_token = secrets.token_urlsafe(32)
-
-    def save_new_token() -> None:
-        save_token(server.data_dir, new_token)
-        print(f"cliplive: generated an API token, saved in {server.data_dir / TOKEN_FILE}:\n{new_token}", file=sys.stderr)
+    credentials, save_tokens = (None, None) if args.no_auth else prepare_tokens(server)
 
     notice(f"loading encoder {describe_spec(config.encoder)} ...")
     try:
@@ -77,14 +65,39 @@ def run_serve(args: argparse.Namespace) -> int:
         raise EncoderUnavailable(f"{e}; in {args.config} the same goes in the [encoder] table (kind = \"conse\", "
                                  f"pretrained = \"/path\"), which command-line options override") from e
     scorer = load_scorer(config.encoder, encoder)
+    open_store(server.data_dir).close()  # a disk that cannot take the store: one line now, not the server's traceback
     service = Service(config, encoder, scorer)
     for sink in sinks:
         service.add_sink(sink)
     log_level = "info" if args.verbose else "warning"
-    uvicorn_config = uvicorn.Config(create_app(service, token), host=server.host, port=server.port, log_level=log_level,
+    uvicorn_config = uvicorn.Config(create_app(service, credentials), host=server.host, port=server.port, log_level=log_level,
                                     access_log=args.verbose >= 2, timeout_graceful_shutdown=5)
-    GracefulServer(uvicorn_config, service, on_listening=save_new_token if new_token else None).run()
+    GracefulServer(uvicorn_config, service, on_listening=save_tokens).run()
     return 0
+
+
+def prepare_tokens(server: ServerSettings) -> tuple[Credentials, Callable[[], None] | None]:
+    """The server's credentials, and what to write once it listens (None: nothing). The stored tokens are
+    read now (they may be unusable); an old plain `token` file is turned into an admin token, or a new
+    admin token made when there is none, only once the server listens, so that a start that fails prints its
+    one error line and creates nothing. With `server.token` in the config, an old plain file stays as it
+    is: it was not in use, and becoming valid now would surprise."""
+    from cliplive.server.tokens import Credentials, TokenFile, new_secret, read_legacy_token
+
+    tokens = TokenFile(server.data_dir)
+    stored = tokens.read()
+    legacy = None if server.token else read_legacy_token(server.data_dir)
+    secret = None if server.token or legacy or any(t.role == "admin" for t in stored) else new_secret()
+
+    def save_tokens() -> None:
+        if legacy:
+            tokens.migrate_legacy()
+        if secret:
+            token, _ = tokens.add("admin", secret=secret)
+            print(f"cliplive: generated an API token, saved in {tokens.path} as admin token {token.name!r} (hashed: "
+                  f"this is the only time it is shown):\n{secret}", file=sys.stderr)
+
+    return Credentials(tokens, admin_token=server.token), save_tokens if legacy or secret else None
 
 
 def check_can_listen(host: str, port: int) -> None:

@@ -5,6 +5,10 @@ route is `Service.emit`: every event a stream emits (highlights and status chang
 store first, where it gets its id, and only then fanned out to subscribers and sinks: what any client
 has seen is on disk. Streams declared in the config file start at every start; those added through
 the API are stored and start again after a restart, until deleted.
+
+A full disk stops no stream (cliplive.server.storage): events the store cannot write wait in a bounded
+backlog, in order, and are stored (ids assigned then) and sent once it can; below `min_free_mb` clips and
+thumbnails are skipped; what fails shows in each stream's `storage` and on `/metrics`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from cliplive.models.encoder import Encoder
 from cliplive.models.errors import InputError, Unavailable
 from cliplive.models.scorer import CausalScorer
 from cliplive.server.bus import EventBus, Subscription
-from cliplive.server.config import Config, StreamSpec, check_source
+from cliplive.server.config import Config, StreamRetention, StreamSpec, check_source
 from cliplive.server.recorder import RECORDABLE_KINDS, PacketRecorder
+from cliplive.server.retention import Retention, remove_clips
+from cliplive.server.storage import (RETRY_SECONDS, Backlog, DiskWatermark, StorageHealth, StorageSnapshot, StorageStatus,
+                                     StorageUnavailable, open_store, storage_errors)
 from cliplive.server.store import HighlightRow, Store, StoredEvent
 from cliplive.server.thumbnails import RecentFrames, encode_jpeg
 from cliplive.stream.clips import ClipWriteError, write_summary
@@ -57,6 +64,10 @@ class NotFound(InputError):
 
 class ClipUnavailable(InputError):
     http_status = 404
+
+
+class HighlightOpen(InputError):
+    http_status = 409
 
 
 class Sink(Protocol):
@@ -93,6 +104,13 @@ class Service:
         self._forwarders: list[asyncio.Task] = []  # one per sink
         self._clip_tasks: set[asyncio.Task] = set()  # clips cut once a highlight's post-roll arrived
         self.webrtc_sessions: dict[str, object] = {}  # open WebRTC sessions by id (server/webrtc_api.py)
+        self.backlog = Backlog()  # events the store could not write yet, oldest first
+        self.storage = StorageHealth()
+        self.disk = DiskWatermark(self.settings.data_dir, self.settings.min_free_mb)
+        self._retry: asyncio.Task | None = None  # writes the backlog now and then
+        self.replay_slots = asyncio.Semaphore(config.server.max_concurrent_replays)  # event replays served at once
+        self.retention: Retention | None = None
+        self._retention_task: asyncio.Task | None = None
         self._running = False
 
     @property
@@ -104,19 +122,24 @@ class Service:
         self.sinks.append(sink)
 
     async def start(self) -> None:
-        self.clips_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.settings.data_dir / "cliplive.db")
+        self.store = open_store(self.settings.data_dir)
+        with storage_errors():  # a disk that cannot take even this: the start fails with one line
+            self.clips_dir.mkdir(parents=True, exist_ok=True)
+        self.retention = Retention(self.store, self.clips_dir, self.config.retention, self._stream_retention)
         self._running = True
         loop = asyncio.get_running_loop()
         self._forwarders = [loop.create_task(self._forward(sink, self.bus.subscribe(f"sink {sink.name}")), name=f"sink {sink.name}")
                             for sink in self.sinks]
-        self._end_interrupted_highlights()
+        self._retry = loop.create_task(self._retry_backlog(), name="store backlog")
+        with storage_errors():  # (its highlights left open would be taken for new ones with the same segment ids)
+            self._end_interrupted_highlights()
         for spec in self.config.streams:
             await self._resume(spec, "config")
         declared = {spec.name for spec in self.config.streams}  # the config file wins over what the API stored
         for spec, origin in self.store.active_streams():
             if origin == "api" and spec["name"] not in declared:
                 await self._resume(StreamSpec.model_validate(spec), "api")
+        self._retention_task = loop.create_task(self.retention.run(), name="retention")
 
     async def stop(self) -> None:
         """Stop every stream (their open segments end; those `end` events are stored and sent), then end
@@ -124,16 +147,24 @@ class Service:
         if not self._running:
             return
         self._running = False
+        if self._retention_task:
+            self._retention_task.cancel()
         for stream in self.streams.values():
             if stream.recorder:
                 stream.recorder.stop()
         await self.pipeline.stop()
+        self._retry.cancel()
+        self._write_backlog()
+        if self.backlog:
+            log.error("%d events were never stored (the store cannot write: %s)", len(self.backlog), self.storage.error)
         for task in self._clip_tasks:  # their packet buffers are gone with the recorders
             task.cancel()
         self.bus.close()  # subscribers and sink forwarders get what is queued, then their end
-        await asyncio.gather(*self._clip_tasks, *self._forwarders, return_exceptions=True)
+        await asyncio.gather(*self._clip_tasks, *self._forwarders, self._retry, return_exceptions=True)
         for sink in self.sinks:
             await sink.close()
+        if self._retention_task:
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         self.store.close()
 
     # --- streams ---------------------------------------------------------------------------------
@@ -148,8 +179,11 @@ class Service:
             spec = spec.model_copy(update={"source": source_url})
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
         self._check_new(spec, origin)  # again: another request may have taken the name meanwhile
+        if origin == "api" and self.backlog:  # its events could not be stored either
+            raise StorageUnavailable(f"storage unavailable: {self.storage.error}")
         if origin != "session":
-            self.store.save_stream(spec.name, spec.model_dump(mode="json"), origin)
+            with storage_errors():
+                self.store.save_stream(spec.name, spec.model_dump(mode="json"), origin)
         return self._launch(spec, origin, queries, source, list(observers))
 
     async def update_queries(self, name: str, sentences: list[str], images: list[str]) -> LiveStream:
@@ -160,22 +194,28 @@ class Service:
         self._check_images([image for image in images if image not in stream.spec.images])
         spec = StreamSpec.model_validate({**stream.spec.model_dump(), "sentences": sentences, "images": images})
         queries = await asyncio.to_thread(Queries.build, self.encoder, spec.sentences, spec.images)
+        if stream.origin != "session":  # stored first: a change the store refused is not made (503)
+            with storage_errors():
+                self.store.save_stream(name, spec.model_dump(mode="json"), stream.origin)
         self.pipeline.set_queries(name, queries)
         stream.spec = spec
-        if stream.origin != "session":
-            self.store.save_stream(name, spec.model_dump(mode="json"), stream.origin)
         return stream
 
     async def delete_stream(self, name: str) -> None:
         """Stop a stream; its open segments end, its highlights stay stored."""
         stream = self.stream(name)
+        if stream.origin != "session":  # stored first: a stream the store still has goes on (503)
+            with storage_errors():
+                self.store.delete_stream(name)
         stream.deleting = True
         if stream.recorder:
             stream.recorder.stop()
         await self.pipeline.remove(name)
         del self.streams[name]
-        if stream.origin != "session":
-            self.store.delete_stream(name)
+
+    def _stream_retention(self) -> dict[str, StreamRetention]:
+        """The own retention limits of the streams running now (deleted ones keep only the global limits)."""
+        return {name: stream.spec.retention for name, stream in self.streams.items() if stream.spec.retention is not None}
 
     def stream(self, name: str) -> LiveStream:
         stream = self.streams.get(name)
@@ -247,19 +287,48 @@ class Service:
     # --- events ----------------------------------------------------------------------------------
 
     def emit(self, event: HighlightEvent | StatusEvent) -> None:
-        """Store one event, then fan it out. Called on the loop by the streams' sources and runners."""
+        """Store one event, then fan it out. Called on the loop by the streams' sources and runners. While
+        the store cannot write, events wait in the backlog behind those already there (order is kept)."""
         data = event.to_dict()
-        stream = self.streams.get(data["stream"])
+        self.backlog.add(data, self.streams.get(data["stream"]))
+        self._write_backlog()
+
+    def _write_backlog(self) -> None:
+        """Store and send the waiting events, oldest first, until the store refuses one (it stays first)."""
+        while self.backlog:
+            waiting, stream = self.backlog.first()
+            data = dict(waiting)  # the attempt adds the highlight's id: a failed one must leave no trace
+            try:
+                event_id = self._store_event(data, stream)
+            except sqlite3.Error as e:  # rolled back; retried at the next event or by `_retry_backlog`
+                self.storage.failed(e, "events")
+                return
+            except Exception:  # a bug: it would fail again, holding up every later event
+                log.exception("event not stored, so not sent: %s", data)
+                self.backlog.pop()
+                continue
+            self.backlog.pop()
+            self.storage.recovered()
+            self._send(event_id, data, stream)
+
+    async def _retry_backlog(self) -> None:
+        """Waiting events are stored at the next event, or by this when no event comes."""
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            if self.backlog:
+                self._write_backlog()
+
+    def _store_event(self, data: dict, stream: LiveStream | None) -> int:
         started = time.perf_counter()
-        try:
-            with self.store.transaction():
-                if data["kind"] == "highlight":
-                    self._record_highlight(data, stream)
-                event_id = self.store.append_event(data)
-        except sqlite3.Error:
-            log.exception("event not stored, so not sent: %s", data)
-            return
+        with self.store.transaction():
+            if data["kind"] == "highlight":
+                self._record_highlight(data, stream)
+            event_id = self.store.append_event(data)
         self.store_seconds.append(time.perf_counter() - started)
+        return event_id
+
+    def _send(self, event_id: int, data: dict, stream: LiveStream | None) -> None:
+        """A stored event to subscribers and sinks; a highlight's thumbnail and clip follow it."""
         self.bus.publish(StoredEvent(event_id, {"event_id": event_id, **data}))
         if stream is None or data["kind"] != "highlight":
             return
@@ -282,11 +351,16 @@ class Service:
 
     def _keep_thumbnail(self, data: dict, stream: LiveStream) -> None:
         """JPEG of the best frame whenever it changes (at most about once a second per open highlight;
-        about 1 ms for a 224x398 frame, so it runs on the loop)."""
+        about 1 ms for a 224x398 frame, so it runs on the loop). None when that frame is no longer kept (an
+        event stored late, from the backlog) or the disk is low; a failed write is reported, not raised."""
         highlight_id, best = data["highlight_id"], data["best_frame_ts"]
-        if stream.thumbnail_ts.get(highlight_id) != best and (frame := stream.frames.nearest(best)) is not None:
-            self.store.set_thumbnail(highlight_id, encode_jpeg(frame.image))
-            stream.thumbnail_ts[highlight_id] = best
+        frame = stream.frames.nearest(best) if stream.thumbnail_ts.get(highlight_id) != best else None
+        if frame is not None and abs(frame.t - best) <= 0.5 / stream.spec.fps and self.disk.allows("thumbnail"):
+            try:
+                self.store.set_thumbnail(highlight_id, encode_jpeg(frame.image))
+                stream.thumbnail_ts[highlight_id] = best
+            except sqlite3.Error as e:
+                self.storage.failed(e, "a thumbnail")
         if data["type"] == "end":
             stream.thumbnail_ts.pop(highlight_id, None)
 
@@ -319,9 +393,14 @@ class Service:
     # --- clips -----------------------------------------------------------------------------------
 
     async def _record_clip(self, highlight_id: int, recorder: PacketRecorder) -> None:
-        """Cut a live highlight's clip from the packet buffer once its post-roll has arrived."""
+        """Cut a live highlight's clip from the packet buffer once its post-roll has arrived (not on a low disk)."""
         await asyncio.sleep(CLIP_POST_ROLL + 0.5)
+        if not self.disk.allows("clip"):
+            log.info("no clip for highlight %d: free space under min_free_mb", highlight_id)
+            return
         row = self.store.highlight(highlight_id)
+        if row is None:  # deleted meanwhile
+            return
         try:
             await asyncio.to_thread(recorder.clip, row.wall_start - CLIP_PRE_ROLL, row.wall_end + CLIP_POST_ROLL,
                                     self.clips_dir / f"{highlight_id}.mp4")
@@ -340,11 +419,22 @@ class Service:
             raise ClipUnavailable("the highlight is still open: its clip is cut when it ends")
         if clip_source_kind(row) not in ("file", "http"):
             raise ClipUnavailable("no clip was recorded for this highlight")
+        if not self.disk.allows("clip"):
+            raise StorageUnavailable("low disk space: clips are not written below min_free_mb")
         try:
             await asyncio.to_thread(write_summary, row.source, [(row.start - CLIP_PRE_ROLL, row.end + CLIP_POST_ROLL)], path)
         except ClipWriteError as e:
             raise ClipUnavailable(str(e)) from None
         return path
+
+    async def delete_highlight(self, highlight_id: int) -> None:
+        """Delete an ended highlight: its row, thumbnail and clip. Its events stay in the log."""
+        self.highlight(highlight_id)  # NotFound
+        with storage_errors():  # a deletion writes too (a full disk may refuse it): 503
+            deleted = self.store.delete_ended_highlights([highlight_id])
+        if not deleted:
+            raise HighlightOpen(f"highlight {highlight_id} is still open: it can be deleted once it ends")
+        await asyncio.to_thread(remove_clips, self.clips_dir, [highlight_id])
 
     def highlight(self, highlight_id: int) -> HighlightRow:
         row = self.store.highlight(highlight_id)
@@ -359,7 +449,13 @@ class Service:
 
     def snapshot(self) -> ServiceSnapshot:
         return ServiceSnapshot(self.pipeline.snapshot(), [(sink.name, sink.metrics) for sink in self.sinks],
-                               len(self.bus.subscribers), self.bus.dropped, list(self.store_seconds))
+                               len(self.bus.subscribers), self.bus.dropped, list(self.store_seconds),
+                               storage=StorageSnapshot(self.storage.failing, self.storage.write_errors, len(self.backlog),
+                                                       self.backlog.dropped, self.disk.low, dict(self.disk.skipped)))
+
+    def storage_status(self, stream: str) -> StorageStatus:
+        return StorageStatus(ok=not self.storage.failing, error=self.storage.error, since=self.storage.since,
+                             backlog=self.backlog.count(stream), low_disk=self.disk.low)
 
 
 @dataclass(frozen=True)
@@ -369,6 +465,7 @@ class ServiceSnapshot:
     subscribers: int
     subscribers_dropped: int
     store_seconds: list[float]  # recent events' commit times
+    storage: StorageSnapshot
 
 
 def file_scan_key(spec: StreamSpec) -> str | None:

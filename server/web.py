@@ -1,7 +1,9 @@
 """The web page (server/static: plain HTML, JS and CSS, no build step), served at `/`, and the API docs.
 
 Its files are public, like `/healthz`: they hold no data, and a browser loads them before it has a
-token. The page asks for the token once and sends it with every API call.
+token. The page asks for the token once and sends it with every API call; it asks `GET /api/whoami` which
+role the token has, and hides what a viewer token may not do (adding, editing, deleting streams, the
+camera), saying "read-only (viewer token)".
 
 The API docs (Swagger UI at `/docs`, Redoc at `/redoc`) work with no internet: their scripts and styles
 are served from the `fastapi-offline` package's copy of swagger-ui-dist and redoc, never from a CDN. The
@@ -12,12 +14,16 @@ sessionStorage (same origin) and is authorized with it (`static/docs.js`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from cliplive.server.tokens import NO_AUTH
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
@@ -61,6 +67,21 @@ def add_docs(app: FastAPI) -> None:
     async def favicon() -> Response:
         return Response((STATIC_DIR / "favicon.svg").read_bytes(), media_type="image/svg+xml",
                         headers={"Cache-Control": "public, max-age=86400"})
+
+
+class WhoAmI(BaseModel):
+    name: str | None = Field(description="the token's name (as `cliplive token list` shows it); null when the server has no auth")
+    role: Literal["viewer", "admin"] = Field(description="viewer: reads only; admin: everything")
+
+
+def add_whoami(app: FastAPI) -> None:
+    """`GET /api/whoami`: the role of the request's token (every client may be admin without auth)."""
+
+    @app.get("/api/whoami", response_model=WhoAmI, tags=["tokens"])
+    async def whoami(request: Request) -> WhoAmI:
+        """The name and role of the token this request carries, for a client to offer only what its role allows."""
+        identity = getattr(request.state, "token", NO_AUTH)  # set by BearerAuth
+        return WhoAmI(name=identity.name, role=identity.role)
 
 
 def static_files() -> StaticFiles:

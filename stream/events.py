@@ -101,7 +101,7 @@ class StatusEvent:
     """A stream's connection changed state; `detail` says why (error, attempt, backoff delay...)."""
 
     stream: str
-    state: Literal["connecting", "live", "stalled", "reconnecting", "ended"]
+    state: Literal["connecting", "live", "stalled", "reconnecting", "failed", "ended"]
     detail: dict = field(default_factory=dict)
     wall_time: float = field(default_factory=time.time)
 

@@ -19,7 +19,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +29,7 @@ import av
 from cliplive.models.errors import InputError, reason
 from cliplive.stream.events import StatusEvent
 from cliplive.stream.hosts import HostRefused, check_host
-from cliplive.stream.source import Frame, Sampler, pts_seconds, to_rgb
+from cliplive.stream.source import Frame, Sampler, SkipPolicy, decode_skipping, pts_seconds, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -367,11 +367,11 @@ class AVSource(LiveSource):
             ctx.thread_count = threads
             if threads != 1:
                 ctx.thread_type = "AUTO"
-            skip = SkipPolicy(self.options)
+            skip = SkipPolicy(self.options.fps, self.options.skip_nonref, self.options.skip_nonkey)
             ctx.skip_frame = skip.decoder_mode
             sampler = Sampler(self.options.fps)
             paced_from = None
-            for frame in self._decode(container, stream, skip, generation):
+            for frame in decode_skipping(self._packets(container, stream, generation), stream, skip):
                 pts = pts_seconds(frame, stream.time_base)  # frames drained from the decoder carry no time base
                 if self.options.realtime and pts is not None:
                     paced_from = paced_from if paced_from is not None else time.monotonic() - pts
@@ -401,28 +401,13 @@ class AVSource(LiveSource):
             return None
         return ((container.start_time or 0) + container.duration) / av.time_base + self.timeline.offset
 
-    def _decode(self, container, stream, skip: SkipPolicy, generation: int):
-        """Decoded frames; packets the skip policy rules out do not reach the decoder. A keyframe decoded
-        alone is drained at once (the decoder would otherwise hold it back for B-frame reordering: a
-        keyframe interval per reordered frame, seconds of latency) and the decoder reset for the next one."""
+    def _packets(self, container, stream, generation: int) -> Iterator[av.Packet]:
+        """The input's packets, counted, until the source is stopped or restarted."""
         for packet in container.demux(stream):
             if self._stop.is_set() or generation != self._generation:
                 return
             self.metrics.received += packet.size > 0
-            action = skip.packet(packet)
-            if action == SkipPolicy.SKIP:
-                continue
-            if action == SkipPolicy.REPLAY:  # the held keyframe (delivered already) and what followed it
-                held = skip.take_held()
-                after = held[0].pts if held else None
-                frames = [f for p in held + [packet] for f in p.decode()]
-                frames = [f for f in frames if after is None or f.pts is None or f.pts > after]
-            else:
-                frames = packet.decode()
-            if action == SkipPolicy.ALONE:
-                frames += stream.decode(None)
-                stream.codec_context.flush_buffers()
-            yield from frames
+            yield packet
 
     def _io_timeout(self) -> float:
         """FFmpeg's own read timeouts are a backstop that frees abandoned readers; the watchdog, which
@@ -436,70 +421,6 @@ class AVSource(LiveSource):
 
     def _format(self) -> str | None:
         return "v4l2" if self.kind == "device" else ("rtsp" if self.kind == "rtsp-listen" else None)
-
-
-class SkipPolicy:
-    """Which frames the decoder may skip unseen, from the sampling rate and the keyframes seen so far.
-
-    Sampling sparsely (below 10 fps), frames that no other frame references are skipped by the decoder
-    (NONREF). When keyframes come at least as often as frames are sampled (cameras often send one a
-    second), only keyframes are decoded (NONKEY): the other packets never reach the decoder, a quarter
-    of NONREF's decoding work. The packets skipped since the last keyframe are held (a keyframe interval
-    of compressed video), so when keyframes turn out sparser than sampling needs, decoding goes back to
-    NONREF by replaying them and no sampled frame is lost. That makes NONKEY safe to assume from the
-    start (a connection starts at a keyframe anyway), so many streams starting at once do not all pay
-    for full decoding while the keyframe interval is learnt; after a fall back it must be seen again
-    (WINDOW gaps). benchmarks/decode.py measures what each mode costs.
-    """
-
-    SLACK = 1.1  # keyframe gaps up to 10% over the sampling interval still qualify
-    WINDOW = 3  # keyframe gaps that must qualify before switching to NONKEY
-    MAX_HELD = 1000  # packets: a bound on the held ones should packets come without timestamps
-    DECODE, SKIP, ALONE, REPLAY = "decode", "skip", "alone", "replay"  # what to do with a packet
-
-    def __init__(self, options: SourceOptions):
-        self.interval = 1.0 / options.fps
-        self.nonkey_allowed = options.skip_nonkey and options.fps < 10
-        self.decoder_mode = "NONREF" if options.skip_nonref and options.fps < 10 else "DEFAULT"  # the decoder's skip_frame
-        self.mode = "NONKEY" if self.nonkey_allowed else self.decoder_mode  # NONKEY applies to packets
-        self.first: float | None = None  # media time of the first packet
-        self.last_key: float | None = None
-        self.gaps: list[float] = []
-        self.held: list = []  # in NONKEY mode: the last keyframe's packet and the packets skipped since
-
-    def packet(self, packet) -> str:
-        """DECODE it, SKIP it (held, not decoded), decode it ALONE (a keyframe in NONKEY mode), or
-        REPLAY the held packets before it (back to decoding everything)."""
-        if not self.nonkey_allowed:
-            return self.DECODE
-        t = pts_seconds(packet)
-        if self.first is None:
-            self.first = t
-        limit = self.interval * self.SLACK
-        if not packet.is_keyframe:
-            if self.mode != "NONKEY":
-                return self.DECODE
-            since = self.last_key if self.last_key is not None else self.first
-            if (t is not None and since is not None and t - since > limit) or len(self.held) >= self.MAX_HELD:
-                self.mode, self.gaps = self.decoder_mode, []  # keyframes are sparser than sampling (or absent)
-                return self.REPLAY
-            if self.held:  # (before the first keyframe there is nothing to decode from)
-                self.held.append(packet)
-            return self.SKIP
-        if t is not None and self.last_key is not None:
-            gap = t - self.last_key
-            self.gaps = (self.gaps + [gap])[-self.WINDOW :] if gap > 0 else []  # pts went back: start over
-        self.last_key = t if t is not None else self.last_key
-        if self.mode != "NONKEY" and len(self.gaps) == self.WINDOW and max(self.gaps) <= limit:
-            self.mode = "NONKEY"
-        if self.mode == "NONKEY":
-            self.held = [packet]
-            return self.ALONE
-        return self.DECODE
-
-    def take_held(self) -> list:
-        held, self.held = self.held, []
-        return held
 
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@")

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -30,7 +31,7 @@ from cliplive.models.encoder import Encoder
 from cliplive.models.scorer import CausalScorer, zero_shot
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent
-from cliplive.stream.live import AVSource, Source, SourceEnded, SourceOptions
+from cliplive.stream.live import AVSource, Source, SourceEnded, SourceOptions, mask_url
 from cliplive.stream.segmenter import SegmenterConfig
 from cliplive.stream.source import Frame
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 Emit = Callable[[HighlightEvent | StatusEvent], None]
 LATENCY_SAMPLES = 1000
 WALL_SAMPLES = 256  # recent frames that place media time on the wall clock: minutes at usual sampling rates
+RESTART_INITIAL = 1.0  # seconds before a failed stream restarts, doubling at each failure ...
+RESTART_MAX = 60.0  # ... up to this; a run that lasted this long starts the doubling again
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class StreamSnapshot:
     """One stream's metrics; fields with `metadata` are exported to Prometheus as `cliplive_stream_<name>`."""
 
     stream: str
-    state: str  # idle, connecting, live, stalled, reconnecting, ended
+    state: str  # idle, connecting, live, stalled, reconnecting, failed (waiting to restart), ended
     input_fps: float = field(metadata=gauge("Frames (packets) in from the input per second"))
     decoded_fps: float = field(metadata=gauge("Frames decoded per second"))
     sampled_fps: float = field(metadata=gauge("Frames sampled per second"))
@@ -210,10 +213,14 @@ class StreamRunner:
         self._walls: deque[tuple[float, float]] = deque(maxlen=WALL_SAMPLES)  # (media, wall) of recent scored frames
         self._wall_starts: dict[str, float] = {}  # open segment id -> its wall_start
         self._failed_observers: list[Observer] = []
+        self._failure: StatusEvent | None = None  # while a failed run waits to restart
+        self._source_ended = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     def emit(self, event: HighlightEvent | StatusEvent) -> None:
         if isinstance(event, StatusEvent):
+            if event.state == "ended":
+                self._source_ended.set()  # a failed run waiting to restart need not
             if event.state == "ended" and self.task is not None and not self.task.done():
                 self._ended = event  # told after the stream's last highlight events (run's finally)
                 return
@@ -237,6 +244,34 @@ class StreamRunner:
             i -= 1
         media, wall = self._walls[i]
         return wall + (t - media)
+
+    async def supervise(self) -> None:
+        """Run the stream until its source ends. A run that dies of an unexpected error (a bug: the failures
+        of the stream's own I/O are contained where they happen) shows as `failed`, with the error, in the
+        stream's state and a status event; its open segments end, and the stream restarts on the same source
+        after a backoff (1, 2, 4 ... 60 s), unless the source ends meanwhile."""
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run()
+                return
+            except Exception as e:  # noqa: BLE001 - logged with its traceback; the stream restarts
+                log.exception("stream=%s failed", self.name)
+                error = mask_url(f"{type(e).__name__}: {e}")
+            if time.monotonic() - started >= RESTART_MAX:
+                attempt = 0
+            delay = min(RESTART_MAX, RESTART_INITIAL * 2**attempt)
+            attempt += 1
+            self._failure = StatusEvent(self.name, "failed", {"error": error, "attempt": attempt, "delay": delay})
+            self.emit(self._failure)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._source_ended.wait(), delay)
+            self._failure = None
+            for event in self.highlighter.set_queries(self.highlighter.queries):  # a fresh window and segmenter
+                self.emit(event)  # (none: the failed run ended its segments)
+            if self.source.state != "ended":  # (else the next run ends at once, telling `ended` last)
+                self.source.report_to(self.emit)  # the restarted stream's status: its source's state again
 
     async def run(self) -> None:
         try:
@@ -282,10 +317,17 @@ class StreamRunner:
         for event in self.highlighter.set_queries(queries):
             self.emit(event)
 
+    @property
+    def state(self) -> str:
+        """The source's state, unless the stream's processing failed: waiting to restart, or (a bug in the
+        supervisor itself) dead; never `live` then."""
+        died = self.task is not None and self.task.done() and not self.task.cancelled() and self.task.exception() is not None
+        return "failed" if self._failure or died else self.source.state
+
     def snapshot(self) -> StreamSnapshot:
         source = self.source.metrics
         return StreamSnapshot(
-            stream=self.name, state=self.source.state, **source.rates(), scored=self.scored, failed=self.failed,
+            stream=self.name, state=self.state, **source.rates(), scored=self.scored, failed=self.failed,
             events=self.events, encoder_lag_p50_s=_percentile(self.encoder_lag, 50),
             latency_p50_s=_percentile(self.latency, 50), latency_p99_s=_percentile(self.latency, 99),
         )
@@ -325,7 +367,7 @@ class Pipeline:
         source.report_to(runner.emit)
         self.encoder.start()
         self.runners[name] = runner
-        runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"stream-{name}")
+        runner.task = asyncio.get_running_loop().create_task(runner.supervise(), name=f"stream-{name}")
         runner.task.add_done_callback(_log_failure)
         return runner
 

@@ -48,7 +48,7 @@ class VideoInfo:
 class FileSource:
     """A local video file (or anything FFmpeg opens as a file), decoded with PyAV."""
 
-    def __init__(self, path: str | Path, skip_nonref: bool = False):
+    def __init__(self, path: str | Path):
         self.path = str(path)
         if not Path(self.path).exists():
             raise MediaError(f"no such file: {self.path}")
@@ -67,12 +67,8 @@ class FileSource:
         if ctx is None or not ctx.codec:
             self.container.close()
             raise MediaError(f"unsupported video codec in {self.path}")
-        # Frame-level threads decode in parallel without the latency of frame threading's pipeline.
         ctx.thread_type = "AUTO"
-        if skip_nonref:
-            # Non-reference frames (most B-frames) are never needed by other frames: when sampling a few
-            # frames per second the decoder can drop them unseen.
-            ctx.skip_frame = "NONREF"
+        self.decoded_frames = 0
         self.info = VideoInfo(
             duration=_duration(self.container, self.stream),
             fps=float(self.stream.average_rate or self.stream.guessed_rate or 0),
@@ -82,15 +78,24 @@ class FileSource:
             has_audio=bool(self.container.streams.audio),
         )
 
-    def decoded(self) -> Iterator[tuple[float, av.VideoFrame]]:
-        """Every decoded frame with its media time; decode errors end the stream with a MediaError."""
+    def decoded(self, sample_fps: float | None = None) -> Iterator[tuple[float, av.VideoFrame]]:
+        """The decoded frames with their media times: every frame, or, for sampling at `sample_fps`, only as
+        many as SkipPolicy says that needs (keyframes only where they come often enough, else no frame that
+        nothing references). Decode errors end the stream with a MediaError."""
         start = self.stream.start_time
         origin = float(start * self.stream.time_base) if start is not None else None  # seconds
         step = 1.0 / self.info.fps if self.info.fps else 0.04
         last = None
+        if sample_fps is None:
+            frames = self.container.decode(self.stream)
+        else:
+            skip = SkipPolicy(sample_fps)
+            self.stream.codec_context.skip_frame = skip.decoder_mode
+            frames = decode_skipping(self.container.demux(self.stream), self.stream, skip)
         try:
-            for frame in self.container.decode(self.stream):
-                t = pts_seconds(frame)
+            for frame in frames:
+                self.decoded_frames += 1
+                t = pts_seconds(frame, self.stream.time_base)  # frames drained from the decoder carry no time base
                 if t is None:
                     t = (last + step) if last is not None else 0.0
                 else:
@@ -155,9 +160,11 @@ def pts_seconds(item: av.VideoFrame | av.AudioFrame | av.Packet, time_base: Frac
     return float(item.pts * base) if item.pts is not None and base else None
 
 
-def sample(source: FileSource, sampler: Sampler, short_side: int | None) -> Iterator[Frame]:
-    """The source's frames that `sampler` accepts (it is asked about every one), converted to RGB only when kept."""
-    for t, frame in source.decoded():
+def sample(source: FileSource, sampler: Sampler, short_side: int | None, every_frame: bool = False) -> Iterator[Frame]:
+    """The source's frames that `sampler` accepts (it is asked about every one decoded), converted to RGB
+    only when kept; the source decodes only what sampling at the sampler's rate needs, unless `every_frame`
+    (a sampler that counts frames)."""
+    for t, frame in source.decoded(None if every_frame else 1.0 / sampler.interval):
         if sampler.accept(t):
             yield Frame(t, to_rgb(frame, short_side), time.time())
 
@@ -202,6 +209,91 @@ def prefetch(items: Iterable[T], size: int = 32) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+class SkipPolicy:
+    """Which frames the decoder may skip unseen, from the sampling rate and the keyframes seen so far.
+
+    Sampling sparsely (below 10 fps), frames that no other frame references are skipped by the decoder
+    (NONREF). When keyframes come at least as often as frames are sampled (cameras often send one a
+    second), only keyframes are decoded (NONKEY): the other packets never reach the decoder, a quarter
+    of NONREF's decoding work. The packets skipped since the last keyframe are held (a keyframe interval
+    of compressed video), so when keyframes turn out sparser than sampling needs, decoding goes back to
+    NONREF by replaying them and no sampled frame is lost. That makes NONKEY safe to assume from the
+    start (a connection starts at a keyframe anyway), so many streams starting at once do not all pay
+    for full decoding while the keyframe interval is learnt; after a fall back it must be seen again
+    (WINDOW gaps). benchmarks/decode.py measures what each mode costs. Files and live inputs alike.
+    """
+
+    SLACK = 1.1  # keyframe gaps up to 10% over the sampling interval still qualify
+    WINDOW = 3  # keyframe gaps that must qualify before switching to NONKEY
+    MAX_HELD = 1000  # packets: a bound on the held ones should packets come without timestamps
+    DECODE, SKIP, ALONE, REPLAY = "decode", "skip", "alone", "replay"  # what to do with a packet
+
+    def __init__(self, fps: float, skip_nonref: bool = True, skip_nonkey: bool = True):
+        self.interval = 1.0 / fps
+        self.nonkey_allowed = skip_nonkey and fps < 10
+        self.decoder_mode = "NONREF" if skip_nonref and fps < 10 else "DEFAULT"  # the decoder's skip_frame
+        self.mode = "NONKEY" if self.nonkey_allowed else self.decoder_mode  # NONKEY applies to packets
+        self.first: float | None = None  # media time of the first packet
+        self.last_key: float | None = None
+        self.gaps: list[float] = []
+        self.held: list = []  # in NONKEY mode: the last keyframe's packet and the packets skipped since
+
+    def packet(self, packet) -> str:
+        """DECODE it, SKIP it (held, not decoded), decode it ALONE (a keyframe in NONKEY mode), or
+        REPLAY the held packets before it (back to decoding everything)."""
+        if not self.nonkey_allowed:
+            return self.DECODE
+        t = pts_seconds(packet)
+        if self.first is None:
+            self.first = t
+        limit = self.interval * self.SLACK
+        if not packet.is_keyframe:
+            if self.mode != "NONKEY":
+                return self.DECODE
+            since = self.last_key if self.last_key is not None else self.first
+            if (t is not None and since is not None and t - since > limit) or len(self.held) >= self.MAX_HELD:
+                self.mode, self.gaps = self.decoder_mode, []  # keyframes are sparser than sampling (or absent)
+                return self.REPLAY
+            if self.held:  # (before the first keyframe there is nothing to decode from)
+                self.held.append(packet)
+            return self.SKIP
+        if t is not None and self.last_key is not None:
+            gap = t - self.last_key
+            self.gaps = (self.gaps + [gap])[-self.WINDOW :] if gap > 0 else []  # pts went back: start over
+        self.last_key = t if t is not None else self.last_key
+        if self.mode != "NONKEY" and len(self.gaps) == self.WINDOW and max(self.gaps) <= limit:
+            self.mode = "NONKEY"
+        if self.mode == "NONKEY":
+            self.held = [packet]
+            return self.ALONE
+        return self.DECODE
+
+    def take_held(self) -> list:
+        held, self.held = self.held, []
+        return held
+
+
+def decode_skipping(packets: Iterable[av.Packet], stream: av.video.stream.VideoStream, skip: SkipPolicy) -> Iterator[av.VideoFrame]:
+    """Decoded frames; packets the skip policy rules out do not reach the decoder. A keyframe decoded
+    alone is drained at once (the decoder would otherwise hold it back for B-frame reordering: a
+    keyframe interval per reordered frame, seconds of latency) and the decoder reset for the next one."""
+    for packet in packets:
+        action = skip.packet(packet)
+        if action == SkipPolicy.SKIP:
+            continue
+        if action == SkipPolicy.REPLAY:  # the held keyframe (delivered already) and what followed it
+            held = skip.take_held()
+            after = held[0].pts if held else None
+            frames = [f for p in held + [packet] for f in p.decode()]
+            frames = [f for f in frames if after is None or f.pts is None or f.pts > after]
+        else:
+            frames = packet.decode()
+        if action == SkipPolicy.ALONE:
+            frames += stream.decode(None)
+            stream.codec_context.flush_buffers()
+        yield from frames
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:

@@ -97,7 +97,7 @@ def encode_video(
     video: str, encoder: Encoder, fps: float, batch_size: int = 16, progress: Progress | None = None
 ):
     """Sampled frame times (n,), embeddings (n, D) and the file's VideoInfo."""
-    with FileSource(video, skip_nonref=True) as source:
+    with FileSource(video) as source:
         info = source.info
         if info.fps and fps > info.fps:
             fps = info.fps

@@ -8,7 +8,6 @@ import asyncio
 import json
 
 import httpx
-import pytest
 
 from test_service import AUTH, asgi_client, make_app, stream_spec, uvicorn_server  # noqa: F401 (fixture)
 
@@ -66,7 +65,7 @@ async def test_head_answers_like_get_and_405_says_allow(make_app):
         assert (await client.head("/api/streams", headers={"Authorization": ""})).status_code == 401
         for method, path, allow in (("PUT", "/api/streams", "GET, HEAD, POST"), ("POST", "/healthz", "GET, HEAD"),
                                     ("POST", "/api/streams/cam", "DELETE, GET, HEAD, PATCH"),
-                                    ("GET", "/api/whip", "POST"), ("DELETE", "/api/highlights/1", "GET, HEAD"),
+                                    ("GET", "/api/whip", "POST"), ("PUT", "/api/highlights/1", "DELETE, GET, HEAD"),
                                     ("GET", "/api/whip/abc", "DELETE")):
             response = await client.request(method, path)
             assert response.status_code == 405, (method, path, response.text)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import schemathesis  # a test extra (.ci/setup --test): its absence is a broken setup, not a skip
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable

@@ -1,6 +1,6 @@
 """Image tower backends: ONNX Runtime on an exported copy computes what torch computes, one frame as in a
-batch; the export is made once per model and weights and then read from the cache; `auto` follows the
-documented rule."""
+batch; the export is made once per model and weights and then read from the cache; int8 stays within its
+guard of fp32 on real frames and does not depend on the batch; `auto` follows the documented rule."""
 
 from __future__ import annotations
 
@@ -78,12 +78,55 @@ def test_conse_onnxruntime_matches_torch_on_real_weights(conse, tmp_path, monkey
     assert (expected * onnx_conse.encode_frames(batch)).sum(1).min() > 0.9999
 
 
+def test_int8_is_static_cached_and_within_its_guard_on_real_frames(clip_pair, tiny_clip_config, tmp_path, monkeypatch, caplog):
+    from cliplive.models import backends
+    from cliplive.models.clip import ClipEncoder
+
+    monkeypatch.setenv("CLIPLIVE_CACHE", str(tmp_path))
+    with caplog.at_level("INFO", "cliplive.models.backends"):
+        int8 = ClipEncoder(tiny_clip_config, "random", precision="int8")
+    assert (int8.precision, int8.backend) == ("int8", "onnxruntime")
+    assert any(r.message.startswith("calibrating an int8 copy") for r in caplog.records)
+    guard = int8.image_tower.int8_guard
+    assert guard["frames"] == backends.CALIBRATION_FRAMES // 2 and guard["min_cosine"] >= backends.INT8_MIN_COSINE
+    real = backends.calibration_frames(6)
+    fp32 = clip_pair[0].encode_frames(real)
+    batched = int8.encode_frames(real)
+    assert (fp32 * batched).sum(1).min() >= backends.INT8_MIN_COSINE
+    # Static activation scales: a frame's embedding is the same whatever else is in its batch.
+    np.testing.assert_array_equal(np.concatenate([int8.encode_frames([f]) for f in real]), batched)
+    monkeypatch.setattr(backends, "calibration_frames", lambda: pytest.fail("calibrated again"))
+    again = ClipEncoder(tiny_clip_config, "random", precision="int8")
+    assert again.image_tower.path == int8.image_tower.path and again.image_tower.int8_guard == guard
+
+
+def test_auto_uses_int8_only_where_its_guard_holds(tiny_clip_config, tmp_path, monkeypatch):
+    from cliplive.models import backends, clip
+
+    monkeypatch.setenv("CLIPLIVE_CACHE", str(tmp_path))
+    for native_bf16 in (False, True):  # an AVX2-only CPU, one with AVX512_BF16 or AMX
+        monkeypatch.setattr(clip, "_native_bf16", lambda device, native=native_bf16: native)
+        chosen = clip.ClipEncoder(tiny_clip_config, "random")
+        assert (chosen.precision, chosen.backend) == ("int8", "onnxruntime")
+    monkeypatch.setattr(clip, "INT8_MIN_COSINE", 1.0)  # a guard no quantisation passes
+    assert (clip.ClipEncoder(tiny_clip_config, "random").precision, chosen.image_tower.int8_guard["min_cosine"] < 1.0) == ("bf16", True)
+    monkeypatch.setattr(clip, "_native_bf16", lambda device: False)
+    fallback = clip.ClipEncoder(tiny_clip_config, "random")
+    assert (fallback.precision, fallback.backend, fallback.image_tower.precision) == ("fp32", "onnxruntime", "fp32")
+    assert clip.ClipEncoder(tiny_clip_config, "random", backend="torch").precision == "fp32"
+    assert backends.choose_backend("auto", "int8") == "onnxruntime"
+
+
 def test_auto_rule():
     assert choose_backend("auto", "bf16") == "torch"
     assert choose_backend("auto", "fp32") == "onnxruntime"  # installed here (importorskip above)
     assert choose_backend("torch", "fp32") == "torch"
     with pytest.raises(InputError, match="backend must be one of"):
         choose_backend("tensorrt", "fp32")
+    with pytest.raises(InputError, match="int8 runs on the onnxruntime backend"):
+        choose_backend("torch", "int8")
+    with pytest.raises(ValueError, match="int8 runs on the onnxruntime backend"):
+        EncoderSpec(backend="torch", precision="int8")
     with pytest.raises(ValueError, match="onnxruntime backend runs fp32"):
         EncoderSpec(backend="onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -6,7 +6,8 @@ the token prompt says whether a token is missing or refused and where it is; a s
 local file (the config allows local sources) goes live, its sentences are edited, its highlights appear
 as cards with score, date, times and duration, paged with "Older"; a clip that cannot be cut says so;
 a stream whose file ended shows "ended" and no fps; the API docs open from the page, offline, authorized
-with the page's token; the stream is deleted. Screenshots of each view go to a temporary folder
+with the page's token; with a viewer token the page says it is read-only and offers no control that changes
+anything; the stream is deleted. Screenshots of each view go to a temporary folder
 (printed; CLIPLIVE_SCREENSHOTS=DIR keeps them there)."""
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from cliplive.server.app import create_app
 from cliplive.server.config import Config
 from cliplive.server.service import Service
 from cliplive.server.store import Store
+from cliplive.server.tokens import Credentials, TokenFile
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 
 TOKEN = "manage-test-token-0123456789"
+VIEWER_TOKEN = "manage-viewer-token-0123456789"
 SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25}
 ARCHIVED = 30  # stored highlights of an old stream: more than the page's 24 a page
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -75,8 +78,11 @@ def server(tmp_path, tiny_clip):
     archive_highlights(data / "cliplive.db", ARCHIVED)
     config = Config.model_validate({"server": {"data_dir": str(data), "allow_local_sources": True}, "segmenter": SENSITIVE})
     service = Service(config, tiny_clip)
+    tokens = TokenFile(data)
+    tokens.add("viewer", "wall-screen", secret=VIEWER_TOKEN)
+    app = create_app(service, Credentials(tokens, admin_token=TOKEN))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -126,11 +132,11 @@ def test_manage_streams_highlights_and_offline_docs(server, videos, shots):
             # the token: missing, then refused, then right; the messages say where it is
             page.locator("#token-form").wait_for(state="visible")
             page.locator("#error", has_text="A token is needed").wait_for()
-            assert "DATA_DIR/token" in page.inner_text("#error")
+            assert "cliplive token add" in page.inner_text("#error")
             page.fill("#token", "not-the-token-at-all")
             page.click("#token-form button")
             page.locator("#error", has_text="The token was refused").wait_for()
-            assert "DATA_DIR/token" in page.inner_text("#error")
+            assert "cliplive token add" in page.inner_text("#error")
             page.fill("#token", TOKEN)
             page.click("#token-form button")
             page.locator("#streams tbody").get_by_text("No streams").wait_for()
@@ -214,8 +220,23 @@ def test_manage_streams_highlights_and_offline_docs(server, videos, shots):
             assert status.inner_text().strip().startswith("200"), status.inner_text()
             page.screenshot(path=str(shots / "docs-try-it-out.png"))
 
-            # delete, after a confirm
+            # a viewer token: the streams and highlights, and no control that changes anything
             page.goto(server)
+            page.evaluate("token => sessionStorage.setItem('cliplive-token', token)", VIEWER_TOKEN)
+            page.reload()
+            page.locator("#role", has_text="read-only (viewer token “wall-screen”)").wait_for()
+            page.locator('#streams tr[data-stream="scenes"]').wait_for()
+            page.locator('#highlights .card').first.wait_for()
+            for control in ("#add-stream", "#start-form", '#streams tr[data-stream="scenes"] button.edit',
+                            '#streams tr[data-stream="scenes"] button.delete'):
+                assert page.locator(control).is_hidden(), control
+            page.screenshot(path=str(shots / "page-viewer.png"), full_page=True)
+
+            # delete, after a confirm
+            page.evaluate("token => sessionStorage.setItem('cliplive-token', token)", TOKEN)
+            page.goto(server)
+            page.wait_for_function("document.body.dataset.role === 'admin'")
+            assert page.locator("#role").is_hidden() and page.locator("#add-stream").is_visible()
             row = page.locator('#streams tr[data-stream="scenes"]')
             row.wait_for()
             page.once("dialog", lambda dialog: dialog.accept())

@@ -270,7 +270,7 @@ def test_every_option_and_positional_has_help_and_outputs_are_dash_o():
     import argparse
 
     parser, commands = _commands()
-    assert set(commands) == {"summarize", "watch", "demo", "serve", "extract", "synthetic", "train", "evaluate"}
+    assert set(commands) == {"summarize", "watch", "demo", "serve", "token", "extract", "synthetic", "train", "evaluate"}
     for name, command in {"cliplive": parser, **commands}.items():
         for action in command._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
 from cliplive.server.config import Config, ConfigError, SourceSettings, StreamSpec, load_config
 from cliplive.server.config_example import example_config

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import stat
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from test_service import (AUTH, RecordingSink, asgi_client, make_app, rtsp_serve
                           stream_spec, uvicorn_server, wait_for)
 
 from cliplive.models import encoder as encoder_module
-from cliplive.server.security import load_or_create_token
 from cliplive.stream.live import mask_url
 
 SECRET = "CamPassw0rd"
@@ -90,21 +88,6 @@ async def test_camera_passwords_never_leave_the_stream_spec(make_app, rtsp_serve
              "sink": json.dumps(sink.events), "API answers": "\n".join(answers)}
     assert sink.events and any('"connecting"' in line for line in sse)
     assert {where: SECRET in text for where, text in shown.items()} == dict.fromkeys(shown, False)
-
-
-def test_token_file_is_the_owners_only(tmp_path):
-    old = os.umask(0o022)
-    try:
-        token, created = load_or_create_token(tmp_path / "data")
-        assert created and mode(tmp_path / "data" / "token") == 0o600
-        loose = tmp_path / "loose"
-        loose.mkdir()
-        (loose / "token").write_text("x" * 32)
-        os.chmod(loose / "token", 0o644)
-        assert load_or_create_token(loose) == ("x" * 32, False)
-        assert mode(loose / "token") == 0o600
-    finally:
-        os.umask(old)
 
 
 async def test_patch_names_no_server_file_whatever_the_streams_origin(make_app, scenes, monkeypatch, tmp_path):

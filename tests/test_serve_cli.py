@@ -3,6 +3,7 @@ and the hints its errors print, pasted back."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -91,7 +92,8 @@ def test_a_config_file_encoder_error_names_the_table_too(tmp_path, no_clip_weigh
 def test_a_new_token_is_saved_and_shown_once_listening_and_sigint_exits_0(tmp_path, no_clip_weights):
     seen = serving(["--encoder", "conse", "--port", "0"], tmp_path, no_clip_weights, stop=signal.SIGINT)
     assert "generated an API token" in seen[0] and "serving on" in seen[-1], seen
-    assert (tmp_path / "cliplive-data" / "token").read_text().strip() == seen[1].strip()
+    stored = json.loads((tmp_path / "cliplive-data" / "tokens.json").read_text())["tokens"]
+    assert [t["role"] for t in stored] == ["admin"] and seen[1].strip() not in json.dumps(stored)
 
 
 @pytest.mark.parametrize("case", ["bad host in the config", "bad --host", "data_dir is a file", "data_dir under a file",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -469,15 +468,16 @@ class ServeProcess:
         return self.proc.wait(30)
 
 
-async def test_kill_9_keeps_every_emitted_event_and_ids_continue_after_restart(tmp_path, tiny_clip_config, scenes):
-    port = free_port()
-    config = tmp_path / "cliplive.toml"
+def serve_config(folder: Path, port: int, data_dir: str | Path, tiny_clip_config: str, scenes: Path, server_extra: str = "") -> Path:
+    """A config file for a `cliplive serve` process: the tiny CLIP, sensitive thresholds, one file stream."""
+    config = folder / "cliplive.toml"
     config.write_text(f"""
 [server]
 port = {port}
 token = "{TOKEN}"
-data_dir = "data"
+data_dir = "{data_dir}"
 allow_local_sources = true
+{server_extra}
 
 [encoder]
 kind = "clip"
@@ -493,6 +493,12 @@ source = "{scenes}"
 sentences = ["a dog on a beach", "a red square"]
 fps = 4
 """)
+    return config
+
+
+async def test_kill_9_keeps_every_emitted_event_and_ids_continue_after_restart(tmp_path, tiny_clip_config, scenes):
+    port = free_port()
+    config = serve_config(tmp_path, port, "data", tiny_clip_config, scenes)
     db = tmp_path / "data" / "cliplive.db"
     server = await ServeProcess(config, port).start()
     try:
@@ -540,15 +546,6 @@ fps = 4
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
-
-
-def test_token_is_generated_once_and_kept(tmp_path):
-    from cliplive.server.security import load_or_create_token
-
-    token, created = load_or_create_token(tmp_path / "data")
-    assert created and len(token) >= 32
-    assert oct(os.stat(tmp_path / "data" / "token").st_mode & 0o777) == "0o600"
-    assert load_or_create_token(tmp_path / "data") == (token, False)
 
 
 async def test_a_file_read_to_its_end_is_not_read_again_at_restart_unless_it_or_its_sentences_change(make_app, scenes):

@@ -20,8 +20,8 @@ const state = {
 
 // --- API -------------------------------------------------------------------------------------------
 
-const TOKEN_HELP = "The token is in the server's data folder, in the file DATA_DIR/token " +
-  "(the server printed it when it first started; `token` in the config file's [server] table overrides it).";
+const TOKEN_HELP = "Tokens are made on the server with `cliplive token add --role viewer` (or `--role admin`); " +
+  "the first admin token was printed when the server first started (`token` in the config file's [server] table is one too).";
 
 class ApiError extends Error {
   constructor(message, status) { super(message); this.status = status; }
@@ -330,8 +330,8 @@ function streamRow(s) {
   }));
   const actions = cell("", "actions");
   const edit = button("Edit"), remove = button("Delete", "small danger");
-  edit.classList.add("edit");
-  remove.classList.add("delete");
+  edit.classList.add("edit", "admin-only");
+  remove.classList.add("delete", "admin-only");
   edit.addEventListener("click", () => { state.editing = s.name; refreshStreams().catch(showError); });
   remove.addEventListener("click", () => deleteStream(s.name, remove));
   actions.append(edit, remove);
@@ -546,8 +546,16 @@ $("#refresh").addEventListener("click", () => refresh());
 $("#older").addEventListener("click", () => olderHighlights().catch(showError));
 $("#stream-filter").addEventListener("change", () => refreshHighlights().catch(showError));
 
+async function refreshRole() {
+  // What the token may do: the page hides the controls of what it may not (.admin-only, style.css).
+  const who = await (await api("/api/whoami")).json();
+  document.body.dataset.role = who.role;
+  $("#role").textContent = `read-only (viewer token${who.name ? ` “${who.name}”` : ""})`;
+}
+
 async function refresh() {
   try {
+    await refreshRole();
     await Promise.all([refreshStreams(), refreshHighlights()]);
   } catch (error) {
     showError(error);
