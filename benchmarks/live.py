@@ -40,6 +40,7 @@ from machine import machine  # noqa: E402
 from media import camera_720p  # noqa: E402
 from peers import RtspServer  # noqa: E402
 
+from cliplive.models.spec import PRECISIONS  # noqa: E402
 from cliplive.stream.events import HighlightEvent, StatusEvent  # noqa: E402
 from cliplive.stream.live import AVSource, SourceOptions  # noqa: E402
 
@@ -159,7 +160,8 @@ async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> 
         "reconnects": sum(s.reconnects for s in metrics.streams),
         "highlight_events": counts["highlight"],
         "status_events": counts["status"],
-        "encoder": {**asdict(metrics.encoder), "precision": getattr(encoder, "precision", None)},
+        "encoder": {**asdict(metrics.encoder), "precision": getattr(encoder, "precision", None),
+                    "backend": getattr(encoder, "backend", None)},
     }
     result["held"] = bool(result["p99_latency_s"] < 1.5 and dropped == 0 and result["rss_growth_pct"] < 5 and (result["behind_s"] or 0) < 1.5)
     return result
@@ -173,8 +175,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second per stream")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="CLIP precision (default auto: cliplive's default, bf16 where the CPU computes it natively)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="CLIP precision (default auto: cliplive's default, int8 where its guard holds)")
     parser.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--decoder-threads", type=int, help="FFmpeg decoder threads per stream (default: cliplive's choice)")
     parser.add_argument("--skip", choices=("auto", "nonref", "none"), default="auto",
