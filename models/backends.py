@@ -98,10 +98,8 @@ class OnnxImageTower:
 
     def __init__(self, module: torch.nn.Module, size: int, key: dict, threads: int | None = None,
                  int8_pixels: Callable[[], np.ndarray] | None = None, min_cosine: float | None = None):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise EncoderUnavailable("the onnxruntime backend needs the onnxruntime package (pip install onnxruntime)") from None
+        if not onnxruntime_installed():
+            raise EncoderUnavailable("the onnxruntime backend needs the onnxruntime package (pip install onnxruntime)")
         self.threads = threads or len(os.sched_getaffinity(0))
         self.path = self._exported(module, size, key)
         self.precision, self.int8_guard = "fp32", None
