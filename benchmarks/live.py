@@ -90,7 +90,7 @@ async def run(args: argparse.Namespace, server: RtspServer, urls: list[str]) -> 
     from cliplive.stream.engine import Queries
     from cliplive.stream.pipeline import Pipeline
 
-    encoder = create_encoder(EncoderSpec("clip", args.model, "random", precision=args.precision, threads=args.torch_threads))
+    encoder = create_encoder(EncoderSpec(args.encoder, args.model, "random", precision=args.precision, threads=args.torch_threads))
     queries = Queries.build(encoder, QUERIES)
     counts = {"highlight": 0, "status": {}}
 
@@ -173,7 +173,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="length of the run, warm-up included")
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second per stream")
-    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--encoder", choices=("clip", "conse"), default="clip",
+                        help="clip (ViT-B-32 by default, random weights) or conse (EfficientNet-Lite0, real weights)")
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip model (clip only)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="CLIP precision (default auto: cliplive's default, int8 where its guard holds)")
@@ -191,7 +193,7 @@ def main() -> None:
     with RtspServer(video, mounts=mounts) as server:
         result = asyncio.run(run(args, server, [server.url(m) for m in mounts]))
     result = {**result, "skip": args.skip, "decoder_threads": args.decoder_threads, "torch_threads": args.torch_threads,
-              "max_batch": args.max_batch, "seconds": args.seconds, "warmup_s": args.warmup, "fps": args.fps, "model": f"{args.model} (random weights)",
+              "max_batch": args.max_batch, "seconds": args.seconds, "warmup_s": args.warmup, "fps": args.fps, "model": f"{args.model} (random weights)" if args.encoder == "clip" else "conse (EfficientNet-Lite0)",
               "video": "1280x720 25 fps H.264 (benchmarks/media.py)", "load_before": round(load_before, 2), "machine": machine()}
     print(json.dumps(result))
 

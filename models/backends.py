@@ -54,6 +54,16 @@ def onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has 8-bit dot products that cannot saturate (AVX512_VNNI, AVX_VNNI or AMX_INT8), from
+    /proc/cpuinfo; False where it cannot tell, the safe side."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"}.isdisjoint(flags)
+
+
 def choose_backend(backend: str, precision: str) -> str:
     """The backend `auto` means for a tower running in `precision` (already resolved: fp32, bf16 or int8)."""
     if backend not in BACKENDS:
@@ -135,7 +145,9 @@ class OnnxImageTower:
         from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        key = {"fp32": fp32.name, "onnxruntime": onnxruntime.__version__, "ops": INT8_OPS, "frames": CALIBRATION_FRAMES}
+        reduce_range = not cpu_has_vnni()
+        key = {"fp32": fp32.name, "onnxruntime": onnxruntime.__version__, "ops": INT8_OPS, "frames": CALIBRATION_FRAMES,
+               "reduce_range": reduce_range}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         path, guard_path = fp32.with_name(f"{fp32.stem}-int8-{digest}.onnx"), fp32.with_name(f"{fp32.stem}-int8-{digest}.json")
         if path.exists() and guard_path.exists():
@@ -158,10 +170,12 @@ class OnnxImageTower:
             quant_pre_process(str(fp32), pre, skip_symbolic_shape=True)
             quantize_static(pre, part, Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=INT8_OPS)
+                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=INT8_OPS,
+                            reduce_range=reduce_range)
             reference, quantized = (self._session(Path(p)).run(None, {"pixels": held_out})[0] for p in (fp32, part))
         cosine = _cosines(reference, quantized)
-        guard = {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6), "frames": len(held_out)}
+        guard = {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6), "frames": len(held_out),
+                 "weight_bits": 7 if reduce_range else 8}
         with atomic_path(guard_path, suffix=".json") as part:
             Path(part).write_text(json.dumps(guard))
         log.info("int8 %s in %.1f s: cosine to fp32 on %d held-out real frames min %.6f, mean %.6f", path.name,
