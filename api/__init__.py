@@ -96,26 +96,31 @@ def summarize(
     *,
     budget: float | None = 0.15,
     fps: float = 2.0,
-    lookahead: float = 0.0,
+    lookahead: float | None = None,
     shots: bool = False,
     encoder: EncoderChoice = None,
     scorer: CausalScorer | None = None,
+    segmenter: SegmenterConfig | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Summary:
     """Highlights of a video file matching `sentences` and/or reference `images` (none: sentences are
     derived from the video). `budget` is the fraction of the video kept (0 or None: fixed thresholds),
-    `fps` the sampling rate, `lookahead` seconds of delay allowed, `shots` the CLIP-It paper's KTS shots
-    and knapsack. `scorer`: a loaded scorer to use instead of the encoder spec's (its checkpoint or the
-    zero-shot scorer); `progress` is called with the fraction done. Raises `cliplive.models.errors.InputError` for unusable input (a missing or unreadable
-    file, an empty sentence)."""
+    `fps` the sampling rate. `lookahead`: None (default) decides with the whole file known; seconds (0:
+    fully causal) replay the file as a live stream with that lookahead would. `shots`: the CLIP-It paper's
+    own rule (KTS shots and a knapsack on the aggregate score). `scorer`: a loaded scorer to use instead of
+    the encoder spec's (its checkpoint or the zero-shot scorer); `segmenter`: thresholds and the absolute
+    gate `min_score` (default `SegmenterConfig()`); `progress` is called with the fraction done. Raises
+    `cliplive.models.errors.InputError` for unusable input (a missing or unreadable file, an empty
+    sentence, `shots` with a lookahead)."""
+    from cliplive.stream.segmenter import SegmenterConfig
     from cliplive.stream.source import FileSource
     from cliplive.stream.summarize import SummaryRequest, summarize as summarize_request
 
     with FileSource(video) as source:  # a bad file fails before a model loads
         file_fps = source.info.fps
-    model, spec_scorer = _encoder_and_scorer(encoder) if scorer is None else (_load(encoder), scorer)
     request = SummaryRequest(str(video), list(sentences), [str(i) for i in images], fps=fps, budget=budget,
-                             lookahead=lookahead, shots=shots)
+                             lookahead=lookahead, shots=shots, segmenter=segmenter or SegmenterConfig())
+    model, spec_scorer = _encoder_and_scorer(encoder) if scorer is None else (_load(encoder), scorer)
     result = summarize_request(request, model, scorer or spec_scorer, progress)
     rate = file_fps or result["fps"]
     segments = [
@@ -202,7 +207,7 @@ def pipeline(task: str = "language-guided-video-summarization", encoder: Encoder
     `p((video, sentences))` or `p(video)` returns `{"output": [{"frame": [first, last], "timestamps":
     [start, end], "score": s, "query": q}, ...]}`, frames inclusive in the file's numbering and
     timestamps "hh:mm:ss.mmm" of those frames (ModelScope's `summary_format`). `options` go to
-    `cliplive.summarize` (budget, fps, lookahead, shots); the encoder loads once, here."""
+    `cliplive.summarize` (budget, fps, lookahead, shots, segmenter); the encoder loads once, here."""
     if task not in ("language-guided-video-summarization", "video-summarization"):
         raise ValueError(f"unknown task {task!r}: cliplive does language-guided-video-summarization")
     model, scorer = _encoder_and_scorer(encoder)

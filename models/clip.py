@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 RANDOM = "random"  # explicit opt-in to untrained weights (tests, speed benchmarks); never a fallback
 
 
+# A frame against a reference image: CLIP's image embeddings share a large common part, so unrelated photos
+# sit near cosine 0.5 and views of the same subject from 0.8 up. An estimate, not measured here (no CLIP
+# weights offline), unlike conse's (tests/test_absent.py): boundary 0.8.
+CLIP_IMAGE_CALIBRATION: tuple[float, float] = (30.0, -24.0)
+
+
 class ClipEncoder(Encoder):
     def __init__(
         self,
@@ -70,6 +76,7 @@ class ClipEncoder(Encoder):
         self.context_length = getattr(self.tokenizer, "context_length", 77)
         self.dim = int(open_clip.get_model_config(model)["embed_dim"])
         self.calibration = CLIP_CALIBRATION
+        self.image_calibration = CLIP_IMAGE_CALIBRATION
 
     def _use_image_tower(self, precision: str, backend: str, key: dict, threads: int | None, min_cosine: float | None = None) -> bool:
         """Set the image tower up in `precision` on `backend` (auto: by `choose_backend`); False when an int8

@@ -43,9 +43,13 @@ class ConseEncoder(Encoder):
         )
         self.class_names = imagenet_class_names()
         self.class_embeddings = torch.from_numpy(self._class_embeddings())
-        # Cosines between a ConSE mix and a sentence spread wider than CLIP's: unrelated ~0.1, related
-        # ~0.4 and up.
-        self.calibration = (12.0, -3.0)
+        # Cosines between a ConSE mix and a sentence spread wider than CLIP's. Boundary 0.4125, measured on real
+        # footage (tests/test_absent.py, the demo): the peak cosine of a sentence for something absent stays
+        # below 0.37 (probability 0.37 at most), of one that is there reaches 0.456 and up (0.63 and up).
+        self.calibration = (12.0, -4.95)
+        # A frame against a reference image of another scene: cosine 0.3-0.65 (0.81 at most, two test patterns);
+        # of the same scene: 0.93 and up (the footage of tests/test_absent.py). Boundary 0.85.
+        self.image_calibration = (40.0, -34.0)
 
     @torch.inference_mode()
     def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:

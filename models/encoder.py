@@ -63,6 +63,9 @@ class Encoder(ABC):
     # Zero-shot calibration: relevance logit = scale * cosine + bias, with 0 the nominal decision
     # boundary. Each encoder's cosines live on a different scale, so the scorer starts from these.
     calibration: tuple[float, float]
+    # Reference images: the same form for a frame against a reference image. Two images' embeddings are far
+    # closer than an image's and a sentence's, so unrelated pictures would match under `calibration`.
+    image_calibration: tuple[float, float]
 
     def __init__(self) -> None:
         self._text_cache: dict[str, np.ndarray] = {}

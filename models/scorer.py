@@ -6,7 +6,8 @@ Per sampled frame:
   2. a frame-scoring transformer over a sliding window of the last W frames, with a causal band mask
      (each frame sees itself and the W-1 before it) and ALiBi distance biases, so there are no
      absolute positions and a stream can run forever;
-  3. heads: relevance per query = calibrated cosine + learned residual, aggregate = max over queries
+  3. heads: relevance per query = calibrated cosine + learned residual (a reference image's cosine is
+     first mapped onto sentences' scale: `cliplive.models.encoder.Encoder.image_calibration`), aggregate = max over queries
      + learned residual. Both residual heads start at zero, so an untrained scorer is exactly
      zero-shot CLIP scoring and training (issue: train) only learns corrections.
 
@@ -111,8 +112,9 @@ class CausalScorer(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
-    def forward(self, frames: torch.Tensor, queries: torch.Tensor) -> ScorerOutput:
-        """Full causal pass. frames (..., T, D) unit vectors, queries (Q, D) unit vectors."""
+    def forward(self, frames: torch.Tensor, queries: torch.Tensor, cosine_map: torch.Tensor | None = None) -> ScorerOutput:
+        """Full causal pass. frames (..., T, D) unit vectors, queries (Q, D) unit vectors; `cosine_map` (2, Q):
+        each query's gain and offset that put its cosines on sentences' scale (None: all are sentences)."""
         t = frames.shape[-2]
         pos = torch.arange(t, device=frames.device)
         distance = pos[:, None] - pos[None, :]  # query index minus key index
@@ -121,14 +123,16 @@ class CausalScorer(nn.Module):
         for block in self.blocks:
             q, k, v = block.qkv_heads(x)
             x = block.finish(x, q, k, v, bias)
-        return self._heads(x, frames, queries)
+        return self._heads(x, frames, queries, cosine_map)
 
     def init_state(self) -> ScorerState:
         return ScorerState()
 
     @torch.inference_mode()
-    def step(self, state: ScorerState, frame: torch.Tensor, queries: torch.Tensor) -> ScorerOutput:
-        """One new frame (D,) -> outputs for it, updating `state` in place. O(W) per frame."""
+    def step(
+        self, state: ScorerState, frame: torch.Tensor, queries: torch.Tensor, cosine_map: torch.Tensor | None = None
+    ) -> ScorerOutput:
+        """One new frame (D,) -> outputs for it (as `forward`), updating `state` in place. O(W) per frame."""
         x = self.guide(frame[None], queries)  # (1, D)
         keep = self.config.window - 1
         for i, block in enumerate(self.blocks):
@@ -142,7 +146,7 @@ class CausalScorer(nn.Module):
             state.values[i] = v_all[:, max(v_all.shape[1] - keep, 0) :]
             distance = torch.arange(k_all.shape[1] - 1, -1, -1, device=x.device)[None, :]
             x = block.finish(x, q, k_all, v_all, self._alibi(distance))
-        out = self._heads(x, frame[None], queries)
+        out = self._heads(x, frame[None], queries, cosine_map)
         return ScorerOutput(out.relevance[0], out.score[0])
 
     def _visible(self, distance: torch.Tensor) -> torch.Tensor:
@@ -153,9 +157,11 @@ class CausalScorer(nn.Module):
         """(Tq, Tk) distances -> (H, Tq, Tk) additive attention bias, growing with distance either way."""
         return -self.slopes[:, None, None] * distance.abs().to(self.slopes.dtype)
 
-    def _heads(self, x: torch.Tensor, frames: torch.Tensor, queries: torch.Tensor) -> ScorerOutput:
+    def _heads(self, x: torch.Tensor, frames: torch.Tensor, queries: torch.Tensor, cosine_map: torch.Tensor | None) -> ScorerOutput:
         h = self.norm(x)
         cosine = frames @ queries.T  # (..., T, Q)
+        if cosine_map is not None:
+            cosine = cosine_map[0] * cosine + cosine_map[1]
         relevance = self.logit_scale * cosine + self.logit_bias + self.relevance_head(h) @ queries.T
         score = relevance.max(dim=-1).values + self.score_head(h).squeeze(-1)
         return ScorerOutput(relevance, score)

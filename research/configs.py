@@ -9,6 +9,7 @@ from cliplive.models.errors import InputError
 
 QUERY_SOURCES = ("auto", "stored", "centroid")  # see dataset.video_queries
 PROTOCOLS = ("summary", "qvhighlights")  # TVSum/SumMe's table; QVHighlights' highlight detection
+SCORE_SOURCES = ("scorer", "annotators")  # evaluate's frame scores: the scorer's, or the annotators' own (the oracle row)
 
 
 TARGETS = ("gtscore", "binary")

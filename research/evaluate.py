@@ -1,19 +1,23 @@
-"""The protocol table of a scorer on stored features: F1, Kendall's tau and Spearman's rho per split and
+"""The protocol table of frame scores on stored features: F1, Kendall's tau and Spearman's rho per split and
 their mean, at one or more lookaheads, and the online detection delay where relevant moments are known.
 
+The frame scores are a scorer's (causal in every row: its score for the frame at t sees frames up to t)
+or the annotators' own (`annotator_logits`: the oracle row, which measures the decision rule alone).
 Lookahead means what it means to the online segmenter (stream/segmenter.py): with lookahead L seconds,
-the decision about the frame at t may use frames up to t + L. The scorer is the causal one in every row
-(its score for t sees frames up to t); what changes is how much of the future the decisions may wait for.
+the decision about the frame at t may use frames up to t + L.
 
 - L finite: each video's frame scores are pushed, in order, through the online segmenter in budget mode
-  (15% of the time) with lookahead L, exactly as a live stream is: it averages the normalised scores
-  over [t - L, t + L] and opens and closes segments with hysteresis. The machine summary is its segments.
-  Tau and rho rank the scores averaged over [t - L, t + L] (the segmenter's running normalisation is an
-  affine map and is left out). Delay: per relevant moment, seconds from its start to the segmenter's
-  first `new` event about it (`protocol.detection_delays`).
+  (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L seconds of
+  frames, and the segmenter knows the video's duration, so the kept time holds to the budget on every
+  video (`segmenter.BUDGET_RANGE`; a stream of unknown end paces against the time elapsed instead). Its
+  segments are the machine summary.
+  The absolute gate is off (min_score 0): every video of these benchmarks shows its query, and the rows
+  compare scorers whose logits are calibrated differently, so a gate would measure calibration rather
+  than decisions. Tau and rho rank the frame scores themselves (the segmenter does not change them).
+  Delay: per relevant moment, seconds from its start to the segmenter's first `new` event about it
+  (`protocol.detection_delays`).
 - unlimited: the whole video is known: the published offline protocol (KTS shots, shot score = mean frame
-  probability, 0/1 knapsack at 15%), so this row compares with the literature's numbers. Tau and rho rank
-  the raw scores.
+  probability, 0/1 knapsack at 15%), so this row compares with the literature's numbers.
 
 Files extracted with QVHighlights annotations are scored by that protocol instead (`evaluate_highlights`):
 each query alone scores every sampled frame, a 2-second clip scores the mean of its frames, and HIT@1
@@ -33,9 +37,10 @@ from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer
 from cliplive.research import protocol
 from cliplive.research.dataset import Dataset, VideoRecord, video_queries
-from cliplive.stream.segmenter import EPS, OnlineSegmenter, SegmenterConfig, probability
+from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig, probability
 
 UNLIMITED = math.inf
+ANNOTATOR_MARGIN = 0.01  # annotator scores of 0 or 1 map to the logits of 1% and 99%
 
 
 @dataclass
@@ -69,21 +74,21 @@ def frame_scores(scorer: CausalScorer, video: VideoRecord, queries: str = "auto"
     return out.score.numpy().astype(np.float64)
 
 
-def window_mean(scores: np.ndarray, times: np.ndarray, lookahead: float) -> np.ndarray:
-    """Each frame's mean score over [t - L, t + L], the segmenter's smoothing."""
-    if lookahead <= 0:
-        return scores
-    lo = np.searchsorted(times, times - lookahead - EPS, side="left")
-    hi = np.searchsorted(times, times + lookahead + EPS, side="right")
-    cumulative = np.concatenate([[0.0], np.cumsum(scores)])
-    return (cumulative[hi] - cumulative[lo]) / (hi - lo)
+def annotator_logits(video: VideoRecord) -> np.ndarray:
+    """The annotators' mean score at each sampled frame (`gtscore`, in [0, 1]) as a logit, so that its
+    probability is the mean score again: log(p / (1 - p)), p kept within [1%, 99%]."""
+    if video.gtscore is None:
+        raise InputError(f"video {video.name} has no annotator scores (gtscore): extract with --annotations")
+    p = np.clip(np.asarray(video.gtscore, dtype=np.float64), ANNOTATOR_MARGIN, 1 - ANNOTATOR_MARGIN)
+    return np.log(p / (1 - p))
 
 
 def online_summary(
     scores: np.ndarray, times: np.ndarray, duration: float, lookahead: float, budget: float = protocol.BUDGET
 ) -> tuple[np.ndarray, list[protocol.Detection]]:
     """Run the online segmenter over one video's scores: (kept mask over the frames, its detections)."""
-    segmenter = OnlineSegmenter(["summary"], SegmenterConfig(budget=budget, lookahead=lookahead))
+    config = SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0)
+    segmenter = OnlineSegmenter(["summary"], config, duration=duration)
     announced = []  # (emitted_at, event)
     for t, score in zip(times, scores):
         announced += [(t, e) for e in segmenter.push(t, np.array([score])) if e.type == "new"]
@@ -103,37 +108,38 @@ def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: 
     times = video.times
     if math.isinf(lookahead):
         f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
-        ranked, delays = scores, []
+        delays = []
     else:
         keep, detections = online_summary(scores, times, video.n_frames / video.fps, lookahead)
         f1 = protocol.summary_f1(protocol.upsample(keep, video.picks, video.n_frames) > 0, video.user_summary, mode)
-        ranked = window_mean(scores, times, lookahead)
         windows = video.relevant_windows if video.relevant_windows is not None else []
         delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)
     if video.user_scores is None:
         tau = rho = math.nan
     else:
-        tau, rho = protocol.rank_correlation(protocol.upsample(ranked, video.picks, video.n_frames), video.user_scores)
+        tau, rho = protocol.rank_correlation(protocol.upsample(scores, video.picks, video.n_frames), video.user_scores)
     return VideoResult(f1, tau, rho, delays)
 
 
 def evaluate(
     dataset: Dataset,
     splits: Sequence[dict],
-    scorer_for_split: Callable[[int], CausalScorer],
+    logits_for_split: Callable[[int], Callable[[VideoRecord], np.ndarray]],
     lookaheads: Sequence[float] = (UNLIMITED,),
     mode: str | None = None,
-    queries: str = "auto",
     split_indices: Sequence[int] | None = None,
 ) -> list[Row]:
-    """Rows per (lookahead, split) over each split's test videos, then a "mean" row per lookahead."""
+    """Rows per (lookahead, split) over each split's test videos, then a "mean" row per lookahead.
+
+    logits_for_split(index) gives the split's frame scores of a video: a scorer's (`frame_scores` with
+    that split's scorer) or `annotator_logits`."""
     mode = mode or dataset.info.f1_mode
     indices = list(range(len(splits))) if split_indices is None else list(split_indices)
     rows = []
     for index in indices:
-        scorer = scorer_for_split(index)
+        frame_logits = logits_for_split(index)
         videos = dataset.select(splits[index]["test_keys"])
-        logits = [frame_scores(scorer, v, queries) for v in videos]
+        logits = [frame_logits(v) for v in videos]
         for lookahead in lookaheads:
             rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode) for s, v in zip(logits, videos)]))
     for lookahead in lookaheads:

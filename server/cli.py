@@ -14,7 +14,8 @@ import warnings
 from pathlib import Path
 
 from cliplive.server import research, serve, token_command
-from cliplive.server.options import add_encoder_options, add_query_options, fraction, lookahead, positive_float, stream_name
+from cliplive.server.options import (add_encoder_options, add_min_score_option, add_query_options, fraction, lookahead,
+                                     positive_float, stream_name)
 
 # Third-party libraries print progress bars and banners on import; the CLI speaks for itself.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -88,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_options(s)
     s.add_argument("--fps", type=positive_float, default=2.0, help="frames sampled per second (default 2)")
     s.add_argument("--budget", type=fraction, default=0.15, help="fraction of time kept (default 0.15); 0: fixed thresholds")
-    s.add_argument("--lookahead", type=lookahead(), default=0.0, metavar="SECONDS", help="seconds of lookahead (default 0: fully causal)")
-    s.add_argument("--shots", action="store_true", help="refine with KTS shots and a knapsack, as the CLIP-It paper does")
+    s.add_argument("--lookahead", type=lookahead(), metavar="SECONDS",
+                   help="decide as a live stream would, waiting at most this long (0: fully causal); default: with the whole file known")
+    add_min_score_option(s)
+    s.add_argument("--shots", action="store_true", help="the CLIP-It paper's rule instead: KTS shots of the aggregate score and a knapsack (whole file; no --lookahead)")
     s.add_argument("-o", "--output", metavar="FILE", help="write the summary video (mp4) here")
     s.add_argument("--json", metavar="FILE", help="write the highlights as JSON here ('-': stdout, the table then goes to stderr)")
     s.set_defaults(run=run_summarize)
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--fps", type=positive_float, default=2.0, help="frames sampled per second per stream (default 2)")
     w.add_argument("--for", dest="duration", type=positive_float, help="stop after this many seconds")
     w.add_argument("--lookahead", type=lookahead(), default=0.0, metavar="SECONDS", help="seconds of lookahead (default 0: fully causal)")
+    add_min_score_option(w)
     w.add_argument("--realtime", action="store_true", help="play files at real-time pace")
     w.add_argument("--transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp)")
     w.add_argument("--stall-timeout", type=positive_float, default=5.0, help="seconds without frames before reconnecting")

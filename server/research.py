@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 
 from cliplive.models.errors import InputError
-from cliplive.research.configs import PROTOCOLS, QUERY_SOURCES, TARGETS, SyntheticConfig, TrainConfig
+from cliplive.research.configs import PROTOCOLS, QUERY_SOURCES, SCORE_SOURCES, TARGETS, SyntheticConfig, TrainConfig
 from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec, lookahead,
                                      non_negative_float, positive_float)
 
@@ -75,6 +75,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     v.add_argument("--split-index", type=int, action="append", help="evaluate only this split (repeatable; default all)")
     v.add_argument("--checkpoint", help="trained scorer; '{split}' in the path is replaced by the split index "
                                         "(one checkpoint per split). Default: the zero-shot scorer")
+    v.add_argument("--scores", choices=SCORE_SOURCES, default="scorer",
+                   help="frame scores: the scorer's (default), or annotators: each frame's mean annotator score as a "
+                        "logit, which measures the decision rule alone (summary protocol)")
     v.add_argument("--lookahead", type=lookahead(unlimited=True), action="append",
                    help="seconds the decisions may wait for, or 'unlimited' (the offline protocol, default); repeatable")
     v.add_argument("--mode", choices=("avg", "max"), help="F1 over annotators: avg (TVSum) or max (SumMe); default from the file")
@@ -161,13 +164,16 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
     from cliplive.research.dataset import read_h5, read_splits
-    from cliplive.research.evaluate import UNLIMITED, evaluate, evaluate_highlights, format_highlights, format_table
+    from cliplive.research.evaluate import (UNLIMITED, annotator_logits, evaluate, evaluate_highlights, format_highlights,
+                                            format_table, frame_scores)
 
     if args.json and args.json != "-":
         check_writable(args.json)
     data = read_h5(args.data)
     protocol = args.protocol or data.protocol
-    name = args.checkpoint or "zero-shot"
+    if args.scores == "annotators" and (args.checkpoint or protocol == "qvhighlights"):
+        raise InputError("--scores annotators replaces the scorer (no --checkpoint) and belongs to the summary protocol")
+    name = "annotators" if args.scores == "annotators" else args.checkpoint or "zero-shot"
 
     def scorer_for(index: int | None):
         """The split's scorer; None: the one checkpoint as given."""
@@ -190,10 +196,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         indices = args.split_index or list(range(len(splits)))
         for index in indices:
             _split(splits, index)
-        rows = evaluate(data, splits, scorer_for, args.lookahead or [UNLIMITED], args.mode, args.queries, indices)
+
+        def logits_for(index: int):
+            if args.scores == "annotators":
+                return annotator_logits
+            scorer = scorer_for(index)
+            return lambda video: frame_scores(scorer, video, args.queries)
+
+        rows = evaluate(data, splits, logits_for, args.lookahead or [UNLIMITED], args.mode, indices)
         mode = args.mode or data.info.f1_mode
         report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
-        table = format_table(rows, f"{args.data}: scorer {name}, F1 ({mode} over annotators) in %")
+        table = format_table(rows, f"{args.data}: scores {name}, F1 ({mode} over annotators) in %")
     if args.json == "-":  # stdout is one JSON document; the table is for the person watching
         print(table, file=sys.stderr)
         print(json.dumps(report, ensure_ascii=False))

@@ -9,11 +9,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cliplive.models.errors import InputError, Unavailable
-from cliplive.server.options import add_encoder_options, encoder_spec
+from cliplive.server.options import add_encoder_options, add_min_score_option, encoder_spec, segmenter_options
 
 if TYPE_CHECKING:
     from cliplive.server.config import Config, ServerSettings
@@ -26,6 +27,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to bind (default: the config's, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: the config's, else 8080)")
     p.add_argument("--no-auth", action="store_true", help="no bearer token; only allowed on a loopback address")
+    add_min_score_option(p, config_file=True)
     add_encoder_options(p, config_file=True)
     p.set_defaults(run=run_serve)
 
@@ -44,6 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     config.encoder = encoder_spec(args, base=config.encoder)  # the command line wins over the file
+    config.segmenter = replace(config.segmenter, **segmenter_options(args))
     server = config.server
     if args.host is not None:
         check_host(args.host)

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from cliplive.models.errors import InputError
-from cliplive.server.options import check_writable, encoder_spec
+from cliplive.server.options import check_writable, encoder_spec, segmenter_options
 
 
 def run_summarize(args: argparse.Namespace) -> int:
     from cliplive.models.encoder import check_sentence
     from cliplive.models.spec import create_encoder, load_scorer
     from cliplive.server.progress import notice, progress_bar
+    from cliplive.stream.segmenter import SegmenterConfig
     from cliplive.stream.source import FileSource
     from cliplive.stream.summarize import SummaryRequest, summarize, write_json
 
@@ -32,11 +33,12 @@ def run_summarize(args: argparse.Namespace) -> int:
         if not Path(image).is_file():
             raise InputError(f"reference image not found: {image}")
     spec = encoder_spec(args)
+    request = SummaryRequest(args.video, args.sentences, args.images, fps=args.fps, budget=args.budget,
+                             lookahead=args.lookahead, shots=args.shots, batch_size=spec.max_batch,
+                             segmenter=SegmenterConfig(**segmenter_options(args)))
     notice(f"loading encoder {describe_spec(spec)} ...")
     encoder = create_encoder(spec)
     scorer = load_scorer(spec, encoder)
-    request = SummaryRequest(args.video, args.sentences, args.images, fps=args.fps, budget=args.budget,
-                             lookahead=args.lookahead, shots=args.shots, batch_size=spec.max_batch)
     with progress_bar("scoring") as progress:
         result = summarize(request, encoder, scorer, progress)
     # With --json -, stdout is exactly one JSON document: what is meant for a person goes to stderr.

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from cliplive.models.errors import InputError
-from cliplive.server.options import encoder_spec
+from cliplive.server.options import encoder_spec, segmenter_options
 from cliplive.stream.events import metrics_event
 
 
@@ -30,8 +30,8 @@ async def watch(args: argparse.Namespace) -> int:
     encoder = create_encoder(spec)
     queries = Queries.build(encoder, args.sentences, args.images)
     options = SourceOptions(fps=args.fps, transport=args.transport, realtime=args.realtime, stall_timeout=args.stall_timeout)
-    pipeline = Pipeline(encoder, print_event, load_scorer(spec, encoder), SegmenterConfig(lookahead=args.lookahead),
-                        max_batch=spec.max_batch)
+    segmenter = SegmenterConfig(lookahead=args.lookahead, **segmenter_options(args))
+    pipeline = Pipeline(encoder, print_event, load_scorer(spec, encoder), segmenter, max_batch=spec.max_batch)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

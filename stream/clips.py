@@ -40,7 +40,8 @@ def write_summary(
     out: str | Path,
     progress: Callable[[float], None] | None = None,
 ) -> float:
-    """Join the [start, end) ranges (seconds of media time) of `source` into the mp4 `out`.
+    """Join the [start, end) ranges (seconds of media time) of `source` into the mp4 `out`: their union in
+    time order, so time that several ranges share (segments of different sentences) is written once.
 
     Returns the output's duration in seconds.
     """

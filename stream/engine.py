@@ -21,6 +21,8 @@ class Queries:
 
     labels: list[str]
     embeddings: np.ndarray  # (Q, D) unit vectors
+    # (2, Q) gain and offset that put each query's cosines on sentences' scale; None: all are sentences
+    cosine_map: np.ndarray | None = None
 
     @classmethod
     def build(cls, encoder: Encoder, sentences: Sequence[str] = (), images: Sequence[str] = ()) -> Queries:
@@ -33,7 +35,17 @@ class Queries:
         if not parts:
             raise InputError("no queries: give at least one sentence or reference image")
         labels = [check_sentence(t) for t in sentences] + [f"image:{p}" for p in images]
-        return cls(labels, np.concatenate(parts).astype(np.float32))
+        cosine_map = image_cosine_map(encoder, len(sentences), len(images)) if images else None
+        return cls(labels, np.concatenate(parts).astype(np.float32), cosine_map)
+
+
+def image_cosine_map(encoder: Encoder, sentences: int, images: int) -> np.ndarray:
+    """(2, Q) gain and offset per query: identity for the sentences, then for the reference images the map
+    under which the encoder's sentence calibration gives its image calibration."""
+    (scale, bias), (image_scale, image_bias) = encoder.calibration, encoder.image_calibration
+    gain = [1.0] * sentences + [image_scale / scale] * images
+    offset = [0.0] * sentences + [(image_bias - bias) / scale] * images
+    return np.array([gain, offset], np.float32)
 
 
 @dataclass
@@ -52,16 +64,18 @@ class Highlighter:
         segmenter: SegmenterConfig = SegmenterConfig(),
         stream: str = "file",
         keep_history: bool = False,
+        duration: float | None = None,  # media seconds, when the end is known (a file): budgets then hold over it
     ):
-        self.scorer, self.queries = scorer, queries
-        self._query_tensor = torch.from_numpy(queries.embeddings)
+        self.scorer = scorer
+        self._set_queries(queries)
         self.state = scorer.init_state()
-        self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream)
+        self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream, duration=duration)
         self.history = FrameScores() if keep_history else None
 
     def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
         """Score one frame: its relevance logits (one per query) and the events it causes."""
-        out = self.scorer.step(self.state, torch.from_numpy(np.asarray(embedding, np.float32)), self._query_tensor)
+        frame = torch.from_numpy(np.asarray(embedding, np.float32))
+        out = self.scorer.step(self.state, frame, self._query_tensor, self._cosine_map)
         relevance = out.relevance.numpy()
         if self.history is not None:
             self.history.relevance.append(relevance)
@@ -74,13 +88,18 @@ class Highlighter:
     def close(self, t_end: float | None = None) -> list[HighlightEvent]:
         return self.segmenter.close(t_end)
 
+    def _set_queries(self, queries: Queries) -> None:
+        self.queries = queries
+        self._query_tensor = torch.from_numpy(queries.embeddings)
+        self._cosine_map = None if queries.cosine_map is None else torch.from_numpy(queries.cosine_map)
+
     def set_queries(self, queries: Queries) -> list[HighlightEvent]:
         """Look for other sentences from now on, without restarting the stream. Open segments end (their
         `end` events are returned) and the sliding window restarts, since its cached keys and values
         were computed under the old sentences."""
         events = self.segmenter.close(self.segmenter.last_time)
-        self.queries = queries
-        self._query_tensor = torch.from_numpy(queries.embeddings)
+        self._set_queries(queries)
         self.state = self.scorer.init_state()
-        self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream)
+        self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream,
+                                         duration=self.segmenter.duration)
         return events

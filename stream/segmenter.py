@@ -1,15 +1,19 @@
 """Online segmenter: per-frame relevance logits in, highlight segments and their live events out.
 
 Per query, each frame's logit is normalised against that query's running history (blended with a prior,
-so the first frames work too), optionally averaged over a lookahead window, and segments are opened and
-closed with hysteresis, a minimum length and gap merging. In budget mode the thresholds follow a
-running quantile instead, so a chosen fraction of the time is kept.
+so the first frames work too). Whether a frame is inside a highlight is a two-state decision: being on
+earns the frame's normalised score minus a threshold, and every switch on or off costs a fixed amount.
+With lookahead L the decision about t takes the best on/off path over the frames buffered up to t + L,
+starting from the state already decided, and keeps its first step (fixed-lag Viterbi); with L = 0 that is
+plain hysteresis. The future places boundaries and judges whole stretches instead of blurring the scores.
+Segments then get a minimum length, gap merging and an absolute gate on the calibrated probability. In
+budget mode the thresholds follow running quantiles; over a stream of known duration the kept time is held
+within BUDGET_RANGE of budget x duration, otherwise the quantile level is paced against budget x elapsed.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -21,14 +25,17 @@ from cliplive.stream.events import HighlightEvent, Segment, segment_id
 
 EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
 STD_FLOOR = 1e-3  # logits: keeps z finite when a query's history is constant
-BUDGET_CLOSE_FACTOR = 1.25  # budget mode closes at the (1 - 1.25 R) quantile: some hysteresis, kept time ~1.1 R
+BUDGET_CLOSE_FACTOR = 1.25  # budget mode's hysteresis: opens at the (1 - R) quantile, closes at the (1 - 1.25 R) one
+BUDGET_RANGE = (0.9, 1.1)  # stream of known duration: kept time stays within these multiples of budget x duration
+PACE_HORIZON = 20.0  # unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold
+PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the budget's quantile level
 RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration at close()
 
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    open_threshold: float = 1.0  # normalised score (z) to open a segment: 1 std above the query's running mean
-    close_threshold: float = 0.0  # hysteresis: stays open until z drops below this (the query's running mean)
+    open_threshold: float = 1.0  # normalised score (z) above which a segment opens: 1 std above the query's running mean
+    close_threshold: float = 0.0  # hysteresis: stays open while z is above this (the query's running mean)
     min_length: float = 1.0  # seconds; shorter candidates never become segments
     merge_gap: float = 1.0  # seconds; a segment that re-opens within this gap continues (same id)
     lookahead: float = 0.0  # seconds; 0 = fully causal. >0: decide about t once frames up to t + lookahead arrived
@@ -37,6 +44,7 @@ class SegmenterConfig:
     prior_std: float = 1.0
     prior_weight: float = 10.0  # ... worth this many frames of history (5 s at 2 fps)
     update_interval: float = 1.0  # seconds; at most one `update` event per open segment per interval
+    min_score: float = 0.5  # absolute gate: a segment is reported only once its peak calibrated probability reaches this (0.5: the calibration's own boundary)
 
     def __post_init__(self):
         if self.close_threshold > self.open_threshold:
@@ -45,6 +53,8 @@ class SegmenterConfig:
             raise ValueError("budget must be a fraction in (0, 1]")
         if min(self.min_length, self.merge_gap, self.lookahead, self.prior_weight, self.update_interval) < 0:
             raise ValueError("lengths, intervals and prior_weight must not be negative")
+        if not 0 <= self.min_score < 1:
+            raise ValueError("min_score must be a probability in [0, 1)")
         if self.prior_std <= 0:
             raise ValueError("prior_std must be positive")
 
@@ -64,12 +74,15 @@ class RunningStats:
         self.mean += delta / self.count
         self.m2 += delta * (x - self.mean)
 
-    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std of the mixture of prior pseudo-frames and history (call after at least one add)."""
+    def z(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits x (..., queries) normalised two ways (call after at least one add): against the mixture of
+        prior pseudo-frames and history, and against the history's own mean with the prior's spread only."""
         w, n = self.weight, self.count
         mean = (w * self.prior_mean + n * self.mean) / (w + n)
         spread = w * (self.prior_std**2 + (self.prior_mean - mean) ** 2) + self.m2 + n * (self.mean - mean) ** 2
-        return mean, np.sqrt(np.maximum(spread / (w + n), STD_FLOOR**2))
+        own_spread = w * self.prior_std**2 + self.m2
+        std, own_std = (np.sqrt(np.maximum(s / (w + n), STD_FLOOR**2)) for s in (spread, own_spread))
+        return (x - mean) / std, (x - self.mean) / own_std
 
 
 class RunningQuantile:
@@ -103,6 +116,20 @@ def probability(logit: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * logit))  # sigmoid without overflow
 
 
+def first_states(gain: np.ndarray, switch_cost: float, state: np.ndarray) -> np.ndarray:
+    """The first frame's state on the best on/off path over the buffered frames.
+
+    gain (frames, queries): what being on earns each frame; every change of state costs `switch_cost`;
+    state (queries,): the state before the first frame, already decided. Dynamic programming backwards:
+    best[s] = the best total of the frames from here on when this frame is in state s.
+    """
+    best_off = np.zeros(gain.shape[1])
+    best_on = np.zeros(gain.shape[1])
+    for row in gain[::-1]:
+        best_off, best_on = np.maximum(best_off, best_on - switch_cost), row + np.maximum(best_on, best_off - switch_cost)
+    return best_on - switch_cost * ~state > best_off - switch_cost * state
+
+
 @dataclass
 class _Track:
     """One query's segment in the making: a candidate, then a segment (id set), maybe closed in its merge gap."""
@@ -110,7 +137,7 @@ class _Track:
     start: float
     best_score: float  # peak probability of its frames
     best_t: float
-    id: str | None = None  # set once it lasted min_length
+    id: str | None = None  # set once it lasted min_length and its peak reached min_score
     closed_at: float | None = None  # set while closed, waiting to see if it re-opens within merge_gap
     reported_at: float = -math.inf  # media time of its last new/update event
     reported_score: float = -math.inf  # the score that event carried
@@ -119,16 +146,26 @@ class _Track:
 class OnlineSegmenter:
     """Turns a stream of per-frame relevance logits (one per query) into highlight events."""
 
-    def __init__(self, queries: list[str], config: SegmenterConfig = SegmenterConfig(), stream: str = "file"):
+    def __init__(
+        self, queries: list[str], config: SegmenterConfig = SegmenterConfig(), stream: str = "file", duration: float | None = None
+    ):
+        """`duration`: media time at which the stream ends, when known (a file): budget mode then holds the
+        kept time within BUDGET_RANGE of the budget over the whole stream; otherwise it paces against the
+        time elapsed."""
         if not queries:
             raise ValueError("no queries")
-        self.queries, self.config, self.stream = list(queries), config, stream
+        if duration is not None and duration <= 0:
+            raise ValueError("duration must be positive")
+        self.queries, self.config, self.stream, self.duration = list(queries), config, stream, duration
         self._stats = RunningStats(len(queries), config.prior_mean, config.prior_std, config.prior_weight)
         self._budget = (
             None if config.budget is None else RunningQuantile(prior_max_z(len(queries), config.prior_weight))
         )
         self._pending: deque[tuple[float, np.ndarray]] = deque()  # frames not decided yet (the lookahead)
-        self._past: deque[tuple[float, np.ndarray]] = deque()  # decided frames still inside a lookahead window
+        self._on = np.zeros(len(queries), dtype=bool)  # each query's decided state of the last decided frame
+        self._first_t: float | None = None  # time of the first decided frame
+        self._kept = 0.0  # seconds of ended segments (their union, as they end in time order) ...
+        self._kept_until = -math.inf  # ... up to here
         self._tracks: list[_Track | None] = [None] * len(queries)
         self._segments: list[Segment] = []
         self._intervals: deque[float] = deque(maxlen=RECENT_INTERVALS)
@@ -188,43 +225,76 @@ class OnlineSegmenter:
                 events.append(self._end(q))
         return events
 
+    def _normalised(self, raw: np.ndarray) -> np.ndarray:
+        """z of buffered logits (frames, queries) against the current statistics.
+
+        A frame must stand out against the prior and against the stream's own frames alike, so that nothing
+        opens merely because the running mean is still the prior (the first seconds of a stream, a
+        background far from the prior). Only a frame that passes the absolute gate (min_score > 0) is
+        judged against the prior alone: a true match may open a stream before it has a history.
+        """
+        against_prior, against_history = self._stats.z(raw)
+        matched = probability(raw) >= self.config.min_score if self.config.min_score > 0 else np.zeros(raw.shape, bool)
+        return np.where(matched, against_prior, np.minimum(against_prior, against_history))
+
     def _decide(self) -> list[HighlightEvent]:
-        """Decide about the oldest pending frame, from the mean logit over [t - L, t + L]."""
+        """Decide about the oldest pending frame from the best on/off path over every buffered frame."""
+        z = self._normalised(np.array([r for _, r in self._pending]))
         t, raw = self._pending.popleft()
-        lookahead = self.config.lookahead
-        while self._past and self._past[0][0] < t - lookahead - EPS:
-            self._past.popleft()
-        ahead = itertools.takewhile(lambda f: f[0] <= t + lookahead + EPS, self._pending)
-        window = [r for _, r in self._past] + [raw] + [r for _, r in ahead]
-        self._past.append((t, raw))
-        # Normalising is affine, so the mean logit's z equals the mean of the frames' z (current stats).
-        mean, std = self._stats.mean_std()
-        z = (np.mean(window, axis=0) - mean) / std
-        open_threshold, close_threshold = self._thresholds(z)
+        if self._first_t is None:
+            self._first_t = t
+        if self._budget is not None:
+            self._budget.add(float(z[0].max()))  # any query's segment is kept time: the quantiles are of the max
+        open_at, close_below = self._thresholds(t)
+        self._on = first_states(z - (open_at + close_below) / 2, (open_at - close_below) / 2, self._on)
+        if self._budget is not None and self.duration is not None:
+            self._on = self._held_to_budget(t, z[0], self._on)
         scores = probability(raw)
         events: list[HighlightEvent] = []
         for q in range(len(self.queries)):
-            events += self._step(q, t, float(z[q]), float(scores[q]), open_threshold, close_threshold)
+            events += self._step(q, t, bool(self._on[q]), float(scores[q]))
         return events
 
-    def _thresholds(self, z: np.ndarray) -> tuple[float, float]:
-        """Open and close thresholds for a decided frame (in budget mode, after adding it to the history)."""
+    def _thresholds(self, t: float) -> tuple[float, float]:
+        """Open and close thresholds on z: the configured ones, or in budget mode the running quantiles at the
+        budget's level; with no known end, that level is scaled by how far the kept time is behind or ahead
+        of budget x elapsed time."""
         if self._budget is None:
             return self.config.open_threshold, self.config.close_threshold
-        # Any query's segment counts as kept time, so the quantiles are of the per-frame max over queries.
-        self._budget.add(float(z.max()))
-        budget = self.config.budget
-        return self._budget(1 - budget), self._budget(1 - BUDGET_CLOSE_FACTOR * budget)
+        level = self.config.budget
+        if self.duration is None:
+            surplus = self._kept_time(t) - level * (t - self._first_t)
+            level *= float(np.clip(math.exp(-surplus / (level * PACE_HORIZON)), *PACE_LIMITS))
+        return self._budget(1 - level), self._budget(1 - BUDGET_CLOSE_FACTOR * level)
 
-    def _step(
-        self, q: int, t: float, z: float, score: float, open_at: float, close_below: float
-    ) -> list[HighlightEvent]:
-        """Query q's hysteresis state machine, one decided frame."""
+    def _held_to_budget(self, t: float, z: np.ndarray, on: np.ndarray) -> np.ndarray:
+        """The decided states, within the budget's range over a stream of known duration: nothing more is kept
+        once the upper bound is reached, and once only the time needed to reach the lower bound is left, the
+        best-matching query is kept (the user summaries of the protocol fill their budget too)."""
+        low, high = (share * self.config.budget * (self.duration - self._first_t) for share in BUDGET_RANGE)
+        kept = self._kept_time(t)
+        if kept >= high:
+            return np.zeros_like(on)
+        if not on.any() and kept + (self.duration - t) < low:
+            return z >= z.max()
+        return on
+
+    def _kept_time(self, t: float) -> float:
+        """Seconds kept before t: the ended segments, and the longest of the tracks still open or in their gap."""
+        kept_open = max(
+            (min(t, track.closed_at if track.closed_at is not None else t) - max(track.start, self._kept_until)
+             for track in self._tracks if track is not None),
+            default=0.0,
+        )
+        return self._kept + max(kept_open, 0.0)
+
+    def _step(self, q: int, t: float, on: bool, score: float) -> list[HighlightEvent]:
+        """Query q's segment life cycle, one decided frame."""
         config = self.config
         track = self._tracks[q]
         events: list[HighlightEvent] = []
         if track is not None and track.closed_at is not None:
-            if z >= open_at and t - track.closed_at <= config.merge_gap + EPS:
+            if on and t - track.closed_at <= config.merge_gap + EPS:
                 track.closed_at = None  # re-opened within the gap: the same segment goes on
             elif t - track.closed_at >= config.merge_gap - EPS:
                 events.append(self._end(q))
@@ -232,26 +302,27 @@ class OnlineSegmenter:
             else:
                 return events
         if track is None:
-            if z < open_at:
+            if not on:
                 return events
             track = self._tracks[q] = _Track(start=t, best_score=score, best_t=t)
-        elif z < close_below:
+        elif not on:
             return events + self._close_track(q, t)
         elif score > track.best_score:
             track.best_score, track.best_t = score, t
         if track.id is None:
-            if t - track.start >= config.min_length - EPS:
+            if t - track.start >= config.min_length - EPS and track.best_score >= config.min_score:
                 events.append(self._confirm(q, t))
         elif track.best_score > track.reported_score and t - track.reported_at >= config.update_interval - EPS:
             events.append(self._report(q, "update", t))
         return events
 
     def _close_track(self, q: int, t: float) -> list[HighlightEvent]:
-        """Query q's open track ends at t (exclusive): drop it if too short, else hold it for the merge gap."""
+        """Query q's open track ends at t (exclusive): drop a candidate too short or below the gate, else hold
+        the segment for the merge gap."""
         track = self._tracks[q]
         events: list[HighlightEvent] = []
         if track.id is None:
-            if t - track.start < self.config.min_length - EPS:
+            if t - track.start < self.config.min_length - EPS or track.best_score < self.config.min_score:
                 self._tracks[q] = None
                 return events
             events.append(self._confirm(q, t))
@@ -274,6 +345,8 @@ class OnlineSegmenter:
         track = self._tracks[q]
         self._tracks[q] = None
         segment = Segment(track.start, track.closed_at, track.best_score, self.queries[q], q, track.best_t, track.id)
+        self._kept += max(0.0, segment.end - max(segment.start, self._kept_until))
+        self._kept_until = max(self._kept_until, segment.end)
         bisect.insort(self._segments, segment, key=lambda s: s.start)
         return self._event("end", q, track, end=track.closed_at)
 

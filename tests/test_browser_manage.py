@@ -36,7 +36,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 
 
 TOKEN = "manage-test-token-0123456789"
 VIEWER_TOKEN = "manage-viewer-token-0123456789"
-SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25}
+SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25, "min_score": 0.0}
 ARCHIVED = 30  # stored highlights of an old stream: more than the page's 24 a page
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 

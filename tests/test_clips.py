@@ -77,6 +77,15 @@ def test_many_short_cuts_do_not_drift(numbered, tmp_path):
     np.testing.assert_allclose(beeps(out), 0.08 + 0.4 * np.arange(7), atol=0.005)
 
 
+def test_overlapping_segments_of_different_sentences_are_written_once_in_time_order(numbered, tmp_path):
+    # As the demo's three sentences found them: nested, overlapping and out of order; then a second stretch.
+    segments = [(1.2, 3.0), (0.0, 2.0), (1.0, 1.6), (5.5, 5.8), (5.0, 6.0)]
+    out = tmp_path / "summary.mp4"
+    duration = write_summary(numbered["mp4"], segments, out)
+    assert frame_numbers(out) == list(range(0, 75)) + list(range(125, 150))  # the union: no frame twice
+    assert duration == pytest.approx(4.0)
+
+
 def test_sources_that_cannot_seek_or_have_no_audio(numbered, media, tmp_path):
     raw = media / "numbered.h264"  # an elementary stream: no container, no timestamps, no seeking
     ffmpeg("-i", str(numbered["mp4"]), "-c:v", "copy", "-an", "-f", "h264", str(raw))

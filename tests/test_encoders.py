@@ -137,6 +137,8 @@ def test_clip_refuses_missing_weights_with_instructions(tiny_clip_config, tmp_pa
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    # Loading conse earlier in the session sets HF_HUB_OFFLINE (its model is a local folder): this is the online case.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(EncoderUnavailable, match=r"no network.*--pretrained .*--encoder conse"):
         ClipEncoder("ViT-B-32", "openai")
 

@@ -35,7 +35,7 @@ from cliplive.stream.segmenter import SegmenterConfig
 from cliplive.stream.source import Frame
 
 # Relative to the stream's own statistics, so random tiny-CLIP similarities open and close segments.
-SENSITIVE = SegmenterConfig(prior_weight=1.0, open_threshold=0.5, close_threshold=0.0, min_length=0.5, merge_gap=0.25)
+SENSITIVE = SegmenterConfig(prior_weight=1.0, open_threshold=0.5, close_threshold=0.0, min_length=0.5, merge_gap=0.25, min_score=0.0)
 
 
 # --- peers -------------------------------------------------------------------------------------------

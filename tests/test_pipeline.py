@@ -14,7 +14,7 @@ from cliplive.stream.pipeline import Pipeline, ScoredFrame
 from cliplive.stream.segmenter import SegmenterConfig
 
 # Thresholds so low that a segment opens at once: random tiny-CLIP weights still give highlight events.
-ALWAYS = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)
+ALWAYS = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0, min_score=0.0)
 
 
 async def test_observers_see_each_scored_frame_before_its_events_and_a_failing_one_is_contained(h264_with_audio, tiny_clip, caplog):

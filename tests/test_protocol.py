@@ -11,8 +11,10 @@ from cliplive.models.errors import InputError
 from cliplive.research import dataset as ds
 from cliplive.research import protocol
 from cliplive.research.dataset import read_qvhighlights
+from cliplive.research.evaluate import annotator_logits
 from cliplive.research.protocol import Detection, Moment
 from cliplive.server.cli import main
+from cliplive.stream.segmenter import probability
 
 
 def test_upsample_gives_each_frame_the_last_pick_at_or_before_it():
@@ -177,3 +179,33 @@ def test_detection_delays_from_moment_start_to_first_overlapping_new_event():
         Detection(emitted_at=52, start=50, query_index=0),  # moment 2 is query 1's: missed
     ]
     assert protocol.detection_delays(moments, detections) == [2.5, 0.0, None]
+
+
+def test_annotator_logits_are_the_mean_score_as_a_logit():
+    video = ds.VideoRecord("v", np.zeros((4, 2), np.float32), np.arange(4), 4, np.array([[0, 3]]), 1.0)
+    video.gtscore = np.array([0.0, 0.25, 0.5, 1.0])  # (mean score - 1) / 4 on TVSum's 1-5 scale
+    # Their probability is the mean score again, kept within [1%, 99%] so that the logits stay finite.
+    np.testing.assert_allclose(probability(annotator_logits(video)), [0.01, 0.25, 0.5, 0.99])
+    video.gtscore = None
+    with pytest.raises(InputError, match="no annotator scores"):
+        annotator_logits(video)
+
+
+def test_evaluate_scores_annotators_is_the_oracle_row(tmp_path, capsys):
+    data, splits = str(tmp_path / "bench.h5"), str(tmp_path / "splits.json")
+    assert main(["synthetic", "-o", data, "--splits", splits, "--videos", "5", "--steps", "80"]) == 0
+    table = ["evaluate", "--data", data, "--split", splits, "--lookahead", "0", "--lookahead", "unlimited", "--json", "-"]
+    reports = {}
+    for scores in ("scorer", "annotators"):
+        capsys.readouterr()
+        assert main([*table, "--scores", scores]) == 0
+        reports[scores] = json.loads(capsys.readouterr().out)
+    assert (reports["scorer"]["scorer"], reports["annotators"]["scorer"]) == ("zero-shot", "annotators")
+    mean = {name: {r["lookahead"]: r for r in report["rows"] if r["split"] == "mean"} for name, report in reports.items()}
+    # The annotators' own scores, through the offline knapsack, come close to their own summaries.
+    assert mean["annotators"]["unlimited"]["f1"] > max(0.7, mean["scorer"]["unlimited"]["f1"])
+    # Online, the same scores go through the segmenter: its row has delays and detections like any other.
+    assert mean["annotators"][0.0]["f1"] > 0 and mean["annotators"][0.0]["detected"] > 0.5
+    # With the annotators' scores there is no scorer to load.
+    assert main([*table[:-2], "--scores", "annotators", "--checkpoint", "x.pt"]) == 2
+    assert "--scores annotators replaces the scorer" in capsys.readouterr().err

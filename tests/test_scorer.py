@@ -87,6 +87,23 @@ def test_untrained_scorer_is_calibrated_similarity_and_ranks_by_it():
         assert torch.equal(out.relevance[:, j].argsort(), cosine[:, j].argsort())
 
 
+def test_a_cosine_map_puts_reference_images_on_sentences_scale_in_forward_and_step():
+    """Queries 0 and 1 are sentences, 2 a reference image: its cosine is mapped before the calibration."""
+    cosine_map = torch.tensor([[1.0, 1.0, 2.5], [0.0, 0.0, -1.5]])
+    x, q = unit(12, 64, seed=3), unit(3, 64, seed=4)
+    with torch.no_grad():
+        zero_shot = scorer_lib.zero_shot(64, (20.0, -5.0))(x, q, cosine_map)
+    cosine = x @ q.T
+    torch.testing.assert_close(zero_shot.relevance[:, :2], 20.0 * cosine[:, :2] - 5.0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(zero_shot.relevance[:, 2], 20.0 * (2.5 * cosine[:, 2] - 1.5) - 5.0, atol=1e-5, rtol=0)
+    model = randomised(ScorerConfig(dim=64, heads=4, layers=2, window=4))
+    with torch.no_grad():
+        full = model(x, q, cosine_map)
+    state = model.init_state()
+    steps = torch.stack([model.step(state, frame, q, cosine_map).relevance for frame in x])
+    torch.testing.assert_close(steps, full.relevance, atol=3e-5, rtol=0)
+
+
 def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
     model = randomised(ScorerConfig(dim=32, heads=2, layers=1, window=6))
     path = tmp_path / "scorer.pt"

@@ -36,7 +36,7 @@ from cliplive.server.store import StoredEvent
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Relative to the stream's own statistics, so random tiny-CLIP similarities open and close segments.
-SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25}
+SENSITIVE = {"prior_weight": 1.0, "open_threshold": 0.5, "close_threshold": 0.0, "min_length": 0.5, "merge_gap": 0.25, "min_score": 0.0}
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_shot_summary_segments_have_the_online_segments_keys(h264_with_audio, ti
     from cliplive.stream.segmenter import SegmenterConfig
     from cliplive.stream.summarize import SummaryRequest, summarize
 
-    anything = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)  # random weights: open at once
+    anything = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0, min_score=0.0)  # random weights: open at once
     request = SummaryRequest(str(h264_with_audio), ["a test pattern"], budget=None, segmenter=anything)
     online = summarize(request, tiny_clip)["segments"]
     shots = summarize(SummaryRequest(str(h264_with_audio), ["a test pattern"], shots=True), tiny_clip)["segments"]

@@ -162,7 +162,7 @@ async def test_runtime_scores_a_webrtc_stream(call, tiny_clip):
 
     events: list = []
     # Thresholds so low that a segment opens at once: random weights still give highlight events.
-    segmenter = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0)
+    segmenter = SegmenterConfig(open_threshold=-50, close_threshold=-50, min_length=0.0, min_score=0.0)
     pipeline = Pipeline(tiny_clip, events.append, segmenter=segmenter)
     # The pipeline's options carry the encoder's input size, as for the sources it builds itself.
     c = await call(fps=2.0, short_side=pipeline.source_options().short_side)
