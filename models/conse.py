@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cliplive.models import efficientnet_lite
-from cliplive.models.backends import OnnxImageTower, choose_backend
+from cliplive.models.backends import OnnxTower, TorchTower, choose_backend
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
 from cliplive.models.files import atomic_path, cache_dir
 
@@ -30,10 +30,11 @@ class ConseEncoder(Encoder):
         if threads:
             torch.set_num_threads(threads)
         self.top_classes = top_classes
-        self.classifier = efficientnet_lite.load_pretrained()
+        classifier = efficientnet_lite.load_pretrained()
         self.backend = choose_backend(backend, "fp32")
-        if self.backend == "onnxruntime":
-            self.classifier = OnnxImageTower(self.classifier, efficientnet_lite.IMAGE_SIZE, efficientnet_lite.weights_key(), threads)
+        size = efficientnet_lite.IMAGE_SIZE
+        self.classifier = OnnxTower(lambda: classifier, efficientnet_lite.weights_key(), np.zeros((1, 3, size, size), np.float32),
+                                    threads) if self.backend == "onnxruntime" else TorchTower(classifier)
         self.sentence_model = _load_minilm()
         self.max_tokens = self.sentence_model.max_seq_length
         self.dim = self.sentence_model.get_embedding_dimension()
@@ -52,18 +53,17 @@ class ConseEncoder(Encoder):
         self.image_calibration = (40.0, -34.0)
 
     @torch.inference_mode()
-    def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.classifier(pixels).softmax(-1)
+    def class_probabilities(self, pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.classifier(pixels)).softmax(-1)
 
     @torch.inference_mode()
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         probs = self.class_probabilities(pixels)
         top = probs.topk(self.top_classes, dim=-1)
         weights = top.values / top.values.sum(-1, keepdim=True)
-        return torch.einsum("nk,nkd->nd", weights, self.class_embeddings[top.indices])
+        return torch.einsum("nk,nkd->nd", weights, self.class_embeddings[top.indices]).numpy()
 
-    @torch.inference_mode()
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
         tokenizer = self.sentence_model.tokenizer
         for text in texts:
             if len(tokenizer.tokenize(text)) > self.max_tokens - 2:
@@ -71,7 +71,7 @@ class ConseEncoder(Encoder):
                     f"query longer than all-MiniLM-L6-v2's {self.max_tokens} tokens, truncated: {text[:60]!r}...",
                     stacklevel=3,
                 )
-        return torch.from_numpy(self.sentence_model.encode(texts, batch_size=64, convert_to_numpy=True))
+        return self.sentence_model.encode(texts, batch_size=64, convert_to_numpy=True)
 
     def _class_embeddings(self) -> np.ndarray:
         """Sentence embeddings of the 1000 class names, cached on disk: they cost seconds to compute."""

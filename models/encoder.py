@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from cliplive.models.embedding import unit
 from cliplive.models.errors import InputError, Unavailable
@@ -36,22 +33,33 @@ class Preprocess:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 frames (H, W, 3), any sizes -> float tensor (N, 3, size, size).
+    def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames (H, W, 3), any sizes -> float32 (N, 3, size, size).
 
-        Resizing runs on uint8 tensors with antialiasing, which is how torchvision matches PIL, so the
-        result equals open_clip's PIL transform up to rounding. Frames that a decoder already scaled to
-        the right shortest side skip the resize.
+        open_clip's own transform, without torch: PIL's resize (antialiased), then the centre crop torchvision
+        takes. Frames that a decoder already scaled to the right shortest side skip the resize.
         """
-        mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
-        out = torch.empty(len(frames), 3, self.size, self.size)
+        out = np.empty((len(frames), 3, self.size, self.size), np.float32)
         for i, frame in enumerate(frames):
-            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
-            if min(x.shape[-2:]) != self.size:
-                x = TF.resize(x, self.size, interpolation=mode, antialias=True)
-            out[i] = TF.center_crop(x, [self.size, self.size])
-        out.div_(255.0)
-        return TF.normalize(out, self.mean, self.std, inplace=True)
+            frame = np.asarray(frame)
+            if min(frame.shape[:2]) != self.size:
+                frame = self._resized(frame)
+            height, width = frame.shape[:2]
+            top, left = round((height - self.size) / 2.0), round((width - self.size) / 2.0)  # as torchvision's CenterCrop
+            out[i] = frame[top : top + self.size, left : left + self.size].transpose(2, 0, 1)
+        out /= 255.0
+        out -= np.asarray(self.mean, np.float32)[:, None, None]
+        out /= np.asarray(self.std, np.float32)[:, None, None]
+        return out
+
+    def _resized(self, frame: np.ndarray) -> np.ndarray:
+        """Shortest side to `size`, the long one scaled and truncated as torchvision's Resize does."""
+        from PIL import Image
+
+        height, width = frame.shape[:2]
+        shape = (self.size, int(self.size * width / height)) if height <= width else (int(self.size * height / width), self.size)
+        resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(shape[::-1], resample))
 
 
 class Encoder(ABC):
@@ -72,7 +80,7 @@ class Encoder(ABC):
 
     @property
     def image_size(self) -> int:
-        """Shortest side decoders should scale frames to (they do it far cheaper than a tensor resize)."""
+        """Shortest side decoders should scale frames to (they do it far cheaper than a resize here)."""
         return self.preprocess.size
 
     def encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -95,12 +103,12 @@ class Encoder(ABC):
         return self.encode_frames([read_image(p) for p in paths])
 
     @abstractmethod
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Preprocessed (N, 3, S, S) -> (N, dim) embeddings, not yet normalised."""
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 (N, 3, S, S) -> (N, dim) float32 embeddings, not yet normalised."""
 
     @abstractmethod
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """Validated sentences -> (N, dim) embeddings, not yet normalised."""
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Validated sentences -> (N, dim) float32 embeddings, not yet normalised."""
 
 
 def check_sentence(text: str) -> str:

@@ -149,6 +149,12 @@ class CausalScorer(nn.Module):
         out = self._heads(x, frame[None], queries, cosine_map)
         return ScorerOutput(out.relevance[0], out.score[0])
 
+    def score_frame(self, state: ScorerState, frame, queries, cosine_map=None) -> tuple:
+        """`step` on numpy arrays, as a stream's Highlighter calls every scorer (`FrameScorer`)."""
+        out = self.step(state, torch.from_numpy(frame), torch.from_numpy(queries),
+                        None if cosine_map is None else torch.from_numpy(cosine_map))
+        return out.relevance.numpy(), float(out.score)
+
     def _visible(self, distance: torch.Tensor) -> torch.Tensor:
         """Which keys each frame attends to: itself and the W-1 frames before it."""
         return (distance >= 0) & (distance < self.config.window)
@@ -183,7 +189,8 @@ class CheckpointError(InputError):
 
 
 def zero_shot(dim: int, calibration: tuple[float, float], **overrides) -> CausalScorer:
-    """An untrained scorer whose relevance is the encoder's calibrated cosine."""
+    """An untrained scorer whose relevance is the encoder's calibrated cosine: what training starts from.
+    A stream without a trained scorer runs `cliplive.models.zero_shot.ZeroShotScorer`, its numpy equal."""
     config = ScorerConfig(dim=dim, logit_scale=calibration[0], logit_bias=calibration[1], **overrides)
     return CausalScorer(config).eval()
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from cliplive.models.encoder import Encoder
-    from cliplive.models.scorer import CausalScorer
+    from cliplive.models.zero_shot import FrameScorer
 
 EncoderKind = Literal["clip", "conse"]
 Precision = Literal["auto", "fp32", "bf16", "int8"]
@@ -77,11 +77,13 @@ def create_encoder(spec: EncoderSpec = EncoderSpec()) -> Encoder:
     return ConseEncoder(backend=spec.backend, threads=spec.threads)
 
 
-def load_scorer(spec: EncoderSpec, encoder: Encoder) -> CausalScorer:
+def load_scorer(spec: EncoderSpec, encoder: Encoder) -> FrameScorer:
     """The spec's trained scorer, checked against `encoder` (CheckpointError if it does not fit), or the
-    zero-shot scorer when the spec names no checkpoint."""
+    zero-shot scorer (numpy: no torch) when the spec names no checkpoint."""
+    if not spec.checkpoint:
+        from cliplive.models.zero_shot import ZeroShotScorer
+
+        return ZeroShotScorer(encoder.dim, encoder.calibration)
     from cliplive.models import scorer
 
-    if not spec.checkpoint:
-        return scorer.zero_shot(encoder.dim, encoder.calibration)
     return scorer.load(spec.checkpoint, encoder_name=encoder.name, dim=encoder.dim)

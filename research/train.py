@@ -10,9 +10,12 @@ Per video, with s the aggregate score logits, p = sigmoid(s) the soft selection 
   mean frame; the summary should stand for the video.
   CLIP-It computes both on the transformer's outputs; the scorer exposes logits only, so they are
   computed on its inputs, the frozen encoder's features, which live in the same space.
-- distillation (optional): a bidirectional teacher (same architecture, attending `window` frames on
-  both sides) is trained first with the same objectives; the causal student then also matches the
-  teacher's probabilities, learning to anticipate what only the future reveals.
+- distillation: a bidirectional teacher (same architecture, attending `window` frames on both sides) is
+  trained first with the same objectives; the causal student then also matches the teacher's
+  probabilities, learning to anticipate what only the future reveals. By default (`distill` None) the
+  student is trained both with and without it, and the one whose validation F1 is higher at the lookahead
+  the scorer is for (`lookahead`, through the online segmenter) is kept: it helps on some data and not on
+  other.
 
 Training starts from the zero-shot scorer (residual heads zero), so it learns corrections to calibrated
 cosine scoring. One video per step, in an order drawn from the seed; torch runs deterministically. A
@@ -27,7 +30,7 @@ import copy
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,7 +39,7 @@ from torch.nn import functional as F
 from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer, ScorerConfig, ScorerOutput
 from cliplive.research import protocol
-from cliplive.research.configs import TrainConfig
+from cliplive.research.configs import AUTO_DISTILL, TrainConfig
 from cliplive.research.dataset import Dataset, VideoRecord, video_queries
 from cliplive.research.evaluate import UNLIMITED, score_video
 
@@ -70,6 +73,9 @@ class TrainResult:
     scorer: CausalScorer  # with the kept epoch's weights, in eval mode
     history: list[EpochLog]
     best: EpochLog  # the epoch whose weights were kept
+    distill: float = 0.0  # the distillation weight the kept student was trained with
+    # auto: each candidate weight's validation F1 at the config's lookahead
+    distill_f1: dict[float, float] | None = None
 
 
 Log = Callable[[str], None]
@@ -110,13 +116,36 @@ def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log)
     scale, bias = dataset.info.calibration
     scorer_config = ScorerConfig(dataset.dim, config.heads, config.layers, config.window, logit_scale=scale, logit_bias=bias)
     mode = dataset.info.f1_mode
-    if config.distill > 0:
-        teacher = _fit(BidirectionalScorer(scorer_config), training, validation, config, mode, rng, log, "teacher").scorer
+    weights = [config.distill] if config.distill is not None else [0.0, AUTO_DISTILL] if validation else [0.0]
+    student_rng = copy.deepcopy(rng)  # every student sees the same batches, with or without a teacher
+    if max(weights) > 0:
+        teacher = _fit(BidirectionalScorer(scorer_config), training, validation, config, mode, copy.deepcopy(rng), log, "teacher")
         with torch.no_grad():
             for example in training + validation:
-                example.teacher = torch.sigmoid(teacher(example.frames, example.queries).score)
-    student = CausalScorer(scorer_config)  # untrained: the zero-shot scorer
-    return _fit(student, training, validation, config, mode, rng, log, "student")
+                example.teacher = torch.sigmoid(teacher.scorer(example.frames, example.queries).score)
+    results = {}
+    for weight in weights:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)  # and starts from the same weights
+            student = CausalScorer(scorer_config)  # untrained: the zero-shot scorer
+        label = "student" if len(weights) == 1 else f"student, distill {weight:g}"
+        results[weight] = _fit(student, training, validation, replace(config, distill=weight), mode, copy.deepcopy(student_rng), log, label)
+        results[weight].distill = weight
+    if len(results) == 1:
+        return results[weights[0]]
+    f1 = {weight: validation_f1(result.scorer, validation, config.lookahead, mode) for weight, result in results.items()}
+    kept = max(weights, key=lambda w: (f1[w], -w))  # a tie keeps the plain student
+    log(f"distillation at lookahead {config.lookahead:g} s: validation F1 " +
+        ", ".join(f"{100 * f1[w]:.1f} with weight {w:g}" for w in weights) + f": keeping weight {kept:g}")
+    results[kept].distill_f1 = f1
+    return results[kept]
+
+
+def validation_f1(scorer: CausalScorer, validation: Sequence[Example], lookahead: float, mode: str) -> float:
+    """The mean F1 of `scorer` on the held-out videos, decided by the online segmenter at `lookahead`."""
+    with torch.no_grad():
+        return float(np.mean([score_video(scorer(e.frames, e.queries).score.double().numpy(), e.video, lookahead, mode).f1
+                              for e in validation]))
 
 
 def _example(video: VideoRecord, config: TrainConfig) -> Example:
@@ -191,7 +220,7 @@ def objective(model: CausalScorer, example: Example, config: TrainConfig, out: S
     summary = (selection @ x) / selection.sum().clamp(min=1e-8)
     reconstruction = (summary - x.mean(dim=0)).pow(2).sum()
     loss = config.importance * importance + config.diversity * diversity + config.reconstruction * reconstruction
-    if example.teacher is not None:
+    if example.teacher is not None and config.distill:
         distill = sum(F.binary_cross_entropy_with_logits(logits, example.teacher) for logits in (out.score, best_relevance))
         loss = loss + config.distill * distill
     return loss

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 
 from cliplive.models.errors import InputError
-from cliplive.research.configs import PROTOCOLS, QUERY_SOURCES, SCORE_SOURCES, TARGETS, SyntheticConfig, TrainConfig
+from cliplive.research.configs import AUTO_DISTILL, PROTOCOLS, QUERY_SOURCES, SCORE_SOURCES, TARGETS, SyntheticConfig, TrainConfig
 from cliplive.server.options import (add_encoder_options, add_query_options, check_writable, encoder_spec, lookahead,
                                      non_negative_float, positive_float)
 
@@ -58,8 +58,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--importance", type=non_negative_float, default=TrainConfig.importance, help="importance loss weight")
     t.add_argument("--diversity", type=non_negative_float, default=TrainConfig.diversity, help="diversity loss weight")
     t.add_argument("--reconstruction", type=non_negative_float, default=TrainConfig.reconstruction, help="reconstruction loss weight")
-    t.add_argument("--distill", type=non_negative_float, default=TrainConfig.distill,
-                   help="weight of distilling a bidirectional teacher (default 0: no teacher)")
+    t.add_argument("--distill", type=distill_weight, default=TrainConfig.distill, metavar="auto|W",
+                   help=f"weight of distilling a bidirectional teacher; 0: no teacher; default auto: the student is trained "
+                        f"with weight {AUTO_DISTILL:g} and without, and the one with the better validation F1 at --lookahead is kept")
+    t.add_argument("--lookahead", type=lookahead(unlimited=True), default=TrainConfig.lookahead, metavar="S",
+                   help="the lookahead in seconds the scorer will run with (default 0: fully causal; unlimited: files summarized "
+                        "whole); auto distillation is judged there")
     t.add_argument("--layers", type=int, default=TrainConfig.layers, help=f"frame-scoring transformer layers (default {TrainConfig.layers})")
     t.add_argument("--window", type=int, default=TrainConfig.window, help="frames each frame attends to (default 32)")
     t.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of the initial weights and the batches")
@@ -137,6 +141,11 @@ def run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def distill_weight(text: str) -> float | None:
+    """--distill: 'auto' (None) or a weight >= 0."""
+    return None if text == "auto" else non_negative_float(text)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
     from cliplive.research.dataset import read_h5, read_splits
@@ -149,15 +158,19 @@ def run_train(args: argparse.Namespace) -> int:
         keys = _split(read_splits(args.split), args.split_index)["train_keys"]
     config = TrainConfig(
         epochs=args.epochs, patience=args.patience, lr=args.lr, target=args.target, importance=args.importance,
-        diversity=args.diversity, reconstruction=args.reconstruction, distill=args.distill, queries=args.queries,
+        diversity=args.diversity, reconstruction=args.reconstruction, distill=args.distill, lookahead=args.lookahead,
+        queries=args.queries,
         layers=args.layers, window=args.window, seed=args.seed, threads=args.threads,
     )
     result = train(data, keys, config)
     best = result.best
     training = {"data": args.data, "split": args.split, "split_index": args.split_index if args.split else None,
-                "config": asdict(config), "best_epoch": best.epoch, "validation_f1": best.validation_f1}
+                "config": asdict(config), "best_epoch": best.epoch, "validation_f1": best.validation_f1,
+                "distill": result.distill,
+                "distill_f1": {f"{w:g}": f for w, f in result.distill_f1.items()} if result.distill_f1 else None}
     scorer_lib.save(result.scorer, args.output, encoder_name=data.info.encoder, extra={"training": training})
-    print(f"scorer: {args.output} (epoch {best.epoch}, validation F1 {100 * best.validation_f1:.1f})", file=sys.stderr)
+    print(f"scorer: {args.output} (epoch {best.epoch}, validation F1 {100 * best.validation_f1:.1f}, distill {result.distill:g})",
+          file=sys.stderr)
     return 0
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from cliplive.models.encoder import Encoder
 from cliplive.models.errors import InputError, Unavailable
-from cliplive.models.scorer import CausalScorer
+from cliplive.models.zero_shot import FrameScorer
 from cliplive.server.bus import EventBus, Subscription
 from cliplive.server.config import Config, StreamRetention, StreamSpec, check_source
 from cliplive.server.recorder import RECORDABLE_KINDS, PacketRecorder
@@ -93,7 +93,7 @@ class LiveStream:
 
 
 class Service:
-    def __init__(self, config: Config, encoder: Encoder, scorer: CausalScorer | None = None):
+    def __init__(self, config: Config, encoder: Encoder, scorer: FrameScorer | None = None):
         self.config, self.settings, self.encoder = config, config.server, encoder
         self.pipeline = Pipeline(encoder, self.emit, scorer, config.segmenter, max_batch=config.encoder.max_batch)
         self.bus = EventBus()

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from cliplive.models.encoder import Encoder, check_sentence
 from cliplive.models.errors import InputError
-from cliplive.models.scorer import CausalScorer
+from cliplive.models.zero_shot import FrameScorer
 from cliplive.stream.events import HighlightEvent
 from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig
 
@@ -59,7 +58,7 @@ class FrameScores:
 class Highlighter:
     def __init__(
         self,
-        scorer: CausalScorer,
+        scorer: FrameScorer,
         queries: Queries,
         segmenter: SegmenterConfig = SegmenterConfig(),
         stream: str = "file",
@@ -67,19 +66,18 @@ class Highlighter:
         duration: float | None = None,  # media seconds, when the end is known (a file): budgets then hold over it
     ):
         self.scorer = scorer
-        self._set_queries(queries)
+        self.queries = queries
         self.state = scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream, duration=duration)
         self.history = FrameScores() if keep_history else None
 
     def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
         """Score one frame: its relevance logits (one per query) and the events it causes."""
-        frame = torch.from_numpy(np.asarray(embedding, np.float32))
-        out = self.scorer.step(self.state, frame, self._query_tensor, self._cosine_map)
-        relevance = out.relevance.numpy()
+        relevance, score = self.scorer.score_frame(self.state, np.asarray(embedding, np.float32), self.queries.embeddings,
+                                                   self.queries.cosine_map)
         if self.history is not None:
             self.history.relevance.append(relevance)
-            self.history.score.append(float(out.score))
+            self.history.score.append(score)
         return relevance, self.segmenter.push(float(t), relevance)
 
     def push_embeddings(self, times: Sequence[float], embeddings: np.ndarray) -> list[HighlightEvent]:
@@ -88,17 +86,12 @@ class Highlighter:
     def close(self, t_end: float | None = None) -> list[HighlightEvent]:
         return self.segmenter.close(t_end)
 
-    def _set_queries(self, queries: Queries) -> None:
-        self.queries = queries
-        self._query_tensor = torch.from_numpy(queries.embeddings)
-        self._cosine_map = None if queries.cosine_map is None else torch.from_numpy(queries.cosine_map)
-
     def set_queries(self, queries: Queries) -> list[HighlightEvent]:
         """Look for other sentences from now on, without restarting the stream. Open segments end (their
         `end` events are returned) and the sliding window restarts, since its cached keys and values
         were computed under the old sentences."""
         events = self.segmenter.close(self.segmenter.last_time)
-        self._set_queries(queries)
+        self.queries = queries
         self.state = self.scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream,
                                          duration=self.segmenter.duration)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from cliplive.models.encoder import Encoder
-from cliplive.models.scorer import CausalScorer, zero_shot
+from cliplive.models.zero_shot import FrameScorer, ZeroShotScorer
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.events import HighlightEvent, StatusEvent
 from cliplive.stream.live import AVSource, Source, SourceEnded, SourceOptions, mask_url
@@ -340,12 +340,12 @@ class Pipeline:
         self,
         encoder: Encoder,
         emit: Emit,
-        scorer: CausalScorer | None = None,
+        scorer: FrameScorer | None = None,
         segmenter: SegmenterConfig = SegmenterConfig(),
         max_batch: int = 16,
     ):
         self.emit, self.segmenter = emit, segmenter
-        self.scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
+        self.scorer = scorer or ZeroShotScorer(encoder.dim, encoder.calibration)
         self.image_size = encoder.image_size
         self.encoder = BatchedEncoder(encoder, max_batch=max_batch)
         self.runners: dict[str, StreamRunner] = {}

@@ -33,7 +33,7 @@ from cliplive.models import shots as shot_tools
 from cliplive.models.encoder import Encoder
 from cliplive.models.errors import InputError
 from cliplive.models.files import atomic_path
-from cliplive.models.scorer import CausalScorer, zero_shot
+from cliplive.models.zero_shot import FrameScorer, ZeroShotScorer
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.events import Segment, segment_id
 from cliplive.stream.segmenter import EPS, RunningStats, SegmenterConfig, probability
@@ -64,7 +64,7 @@ class SummaryRequest:
 
 
 def summarize(
-    request: SummaryRequest, encoder: Encoder, scorer: CausalScorer | None = None, progress: Progress | None = None
+    request: SummaryRequest, encoder: Encoder, scorer: FrameScorer | None = None, progress: Progress | None = None
 ) -> dict:
     """Highlights of one file as a JSON-ready dict (see README: Summary JSON)."""
     started = time.perf_counter()
@@ -74,7 +74,7 @@ def summarize(
         queries, class_probability = Queries.build(encoder, request.sentences, request.images), None
     else:
         queries, class_probability = pseudo_queries(encoder, embeddings, request.pseudo_queries)
-    scorer = scorer or zero_shot(encoder.dim, encoder.calibration)
+    scorer = scorer or ZeroShotScorer(encoder.dim, encoder.calibration)
     config = replace(request.segmenter, lookahead=request.lookahead or 0.0, budget=request.budget or None)
     stream = Path(request.video).name
     duration = info.duration or (float(times[-1]) + 1.0 / fps)

@@ -56,12 +56,16 @@ def test_export_is_cached_by_model_and_weights(tiny_clip_config, tmp_path, monke
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (exports.append(a[2]), real_export(*a, **k)))
     with caplog.at_level("INFO", "cliplive.models.backends"):
         first = ClipEncoder(tiny_clip_config, "random", precision="fp32", backend="onnxruntime")
-        assert [r.message for r in caplog.records if r.name == "cliplive.models.backends"][0].startswith("exporting the image tower of")
+        said = [r.message for r in caplog.records if r.name == "cliplive.models.backends" and r.message.startswith("exporting")]
+        assert [m.split(" of ")[0] for m in said] == ["exporting the image tower", "exporting the text tower"]
         caplog.clear()
         second = ClipEncoder(tiny_clip_config, "random", precision="fp32", backend="onnxruntime")
-    assert not [r for r in caplog.records if r.name == "cliplive.models.backends"] and len(exports) == 1
-    assert first.image_tower.path == second.image_tower.path and list((tmp_path / "onnx").iterdir()) == [first.image_tower.path]
+    assert not [r for r in caplog.records if r.name == "cliplive.models.backends"] and len(exports) == 2
+    assert second._model is None  # made from the cache: the torch model is never created
+    assert (first.image_tower.path, first.text_tower.path) == (second.image_tower.path, second.text_tower.path)
+    assert sorted(p.suffix for p in (tmp_path / "onnx").iterdir()) == [".json", ".json", ".onnx", ".onnx"]  # the card, its tokenizer
     np.testing.assert_array_equal(first.encode_frames(frames(2)), second.encode_frames(frames(2)))
+    np.testing.assert_array_equal(first.encode_texts(["a dog"]), second.encode_texts(["a dog"]))
 
 
 def test_conse_onnxruntime_matches_torch_on_real_weights(conse, tmp_path, monkeypatch):

@@ -55,16 +55,46 @@ def test_preprocessing_matches_open_clip_transform(tiny_clip):
 
     transform = image_transform_v2(PreprocessCfg(**tiny_clip.model.visual.preprocess_cfg), is_train=False)
     frames = frames_of_sizes([(240, 320), (300, 200)], seed=3)
-    ours = tiny_clip.preprocess(frames)
+    ours = torch.from_numpy(tiny_clip.preprocess(frames))
     theirs = torch.stack([transform(Image.fromarray(f)) for f in frames])
     assert ours.shape == theirs.shape
-    # Same resize (antialiased bicubic on uint8), crop and normalisation: at most a rounding step apart
-    # (one uint8 step is 1/255/std = 0.015; the mean is 0.004, the same on every CPU path: integer maths).
-    assert (ours - theirs).abs().mean() < 0.01
+    # The same resize (PIL's), crop and normalisation: equal up to float32 rounding.
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
     with torch.no_grad():
         a = torch.nn.functional.normalize(tiny_clip.model.encode_image(ours), dim=-1)
         b = torch.nn.functional.normalize(tiny_clip.model.encode_image(theirs), dim=-1)
     assert torch.all((a * b).sum(-1) > 1 - 2e-5)  # those rounding steps: 1 - cosine up to 2e-6
+
+
+CLIP_TOKENIZER_TEXTS = [
+    "a rabbit in a meadow", "A Person CLIMBING the fence!!", "goal celebration, 2-1 at 89'", "naïve café déjà vu — “quotes”",
+    "it's they're we've I'm you'll he'd", "emoji 🐰🎉, 中文, ελληνικά", "&amp; html &lt;b&gt;", "  lots   of\twhitespace\n",
+    "<start_of_text> literal", "numbers 12345 3.14", "Ã©mojibake", "x" * 300, " ".join(["word"] * 100),
+]
+
+
+def test_clip_tokenizer_without_torch_gives_open_clip_ids(tmp_path):
+    """The tokenizer a cached encoder runs (HuggingFace tokenizers, built from open_clip's vocabulary)
+    gives open_clip's ids: padding, truncation at the context, cleaning, unicode and special tokens."""
+    import open_clip
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cliplive.models.clip import ClipTokenizer
+
+    simple = open_clip.get_tokenizer("ViT-B-32")
+    path = tmp_path / "tokenizer.json"
+    ClipTokenizer.build(simple).save(str(path))
+    ours = ClipTokenizer(str(path), simple.context_length)
+    np.testing.assert_array_equal(ours(CLIP_TOKENIZER_TEXTS), simple(CLIP_TOKENIZER_TEXTS).numpy())
+    assert [ours.encode(t) for t in CLIP_TOKENIZER_TEXTS] == [simple.encode(t) for t in CLIP_TOKENIZER_TEXTS]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.text(max_size=80))
+    def same_ids(text):
+        np.testing.assert_array_equal(ours([text]), simple([text]).numpy())
+
+    same_ids()
 
 
 def test_texts_are_cached_and_normalised(tiny_clip, monkeypatch):

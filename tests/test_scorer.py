@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -85,6 +86,22 @@ def test_untrained_scorer_is_calibrated_similarity_and_ranks_by_it():
     torch.testing.assert_close(out.score, out.relevance.max(-1).values, atol=1e-5, rtol=0)
     for j in range(3):  # zero-shot ranking of frames per query follows similarity exactly
         assert torch.equal(out.relevance[:, j].argsort(), cosine[:, j].argsort())
+
+
+def test_numpy_zero_shot_scorer_equals_the_untrained_causal_scorer():
+    """What a stream without a trained scorer runs (no torch) is what the untrained transformer computes."""
+    from cliplive.models.zero_shot import ZeroShotScorer
+
+    x, q = unit(20, 64, seed=5), unit(3, 64, seed=6)
+    for cosine_map in (None, np.array([[1.0, 1.0, 2.5], [0.0, 0.0, -1.5]], np.float32)):
+        model, ours = scorer_lib.zero_shot(64, (20.0, -5.0)), ZeroShotScorer(64, (20.0, -5.0))
+        state, our_state = model.init_state(), ours.init_state()
+        for frame in x.numpy():
+            relevance, score = model.score_frame(state, frame, q.numpy(), cosine_map)
+            our_relevance, our_score = ours.score_frame(our_state, frame, q.numpy(), cosine_map)
+            assert our_relevance.dtype == np.float32 and our_relevance.shape == (3,)
+            np.testing.assert_allclose(our_relevance, relevance, atol=1e-5, rtol=0)  # a few ulps of |logit| <= 25
+            assert abs(our_score - score) < 1e-5
 
 
 def test_a_cosine_map_puts_reference_images_on_sentences_scale_in_forward_and_step():

@@ -54,3 +54,17 @@ def test_defaults_come_from_the_configs():
 
     args = build_parser().parse_args(["train", "--data", "x.h5", "-o", "x.pt"])
     assert (args.epochs, args.lr, args.distill, args.target) == (TrainConfig.epochs, TrainConfig.lr, TrainConfig.distill, TrainConfig.target)
+
+
+def test_summarize_from_the_cache_imports_neither_torch_nor_open_clip(tiny_clip_config, h264_with_audio, tmp_path, monkeypatch):
+    """Once a CLIP model's towers are exported, `summarize` (zero-shot) runs on ONNX Runtime alone: the
+    seconds torch and open_clip take to import are not paid, and the result is the same as the first run's."""
+    monkeypatch.setenv("CLIPLIVE_CACHE", str(tmp_path / "cache"))
+    argv = ["summarize", str(h264_with_audio), "-s", "a test pattern", "--encoder", "clip", "--model", tiny_clip_config,
+            "--pretrained", "random", "--budget", "0"]
+    first, _ = cli(*argv, "--json", str(tmp_path / "first.json"))
+    again, output = cli(*argv, "--json", str(tmp_path / "again.json"))
+    assert first["status"] == 0 and {"open_clip", "torch"} <= set(first["heavy"])  # the first run exports
+    assert again == {"status": 0, "heavy": ["av"]}, output
+    runs = [json.loads((tmp_path / f"{name}.json").read_text())["frames"] for name in ("first", "again")]
+    assert runs[0]["t"] == runs[1]["t"] and runs[0]["relevance"] == runs[1]["relevance"]

@@ -39,7 +39,9 @@ def evaluate_json(capsys, *argv: str) -> dict:
 def test_trained_scorer_beats_zero_shot_on_the_synthetic_benchmark(benchmark, capsys):
     data, splits = str(benchmark / "bench.h5"), str(benchmark / "splits.json")
     for k in range(5):
-        assert cliplive("train", "--data", data, "--split", splits, "--split-index", str(k), "-o", str(benchmark / f"s{k}.pt")) == 0
+        # --distill 0: one student per split (auto trains three networks; its own test is below)
+        assert cliplive("train", "--data", data, "--split", splits, "--split-index", str(k), "--distill", "0",
+                        "-o", str(benchmark / f"s{k}.pt")) == 0
     table = ["--data", data, "--split", splits, "--lookahead", "0", "--lookahead", "unlimited"]
     zero_shot = evaluate_json(capsys, *table)
     trained = evaluate_json(capsys, *table, "--checkpoint", str(benchmark / "s{split}.pt"))
@@ -65,6 +67,25 @@ def test_training_is_deterministic_and_checkpoints_say_how_they_were_made(benchm
         torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0)
     assert a["encoder"] == "synthetic:64d:seed0" and a["training"]["config"]["distill"] == 0.5
     assert not torch.equal(a["state_dict"]["score_head.weight"], torch.zeros_like(a["state_dict"]["score_head.weight"]))
+
+
+def test_distillation_is_kept_only_where_it_measures_better(benchmark, capsys):
+    """By default the student is trained with and without the teacher, and the one with the better validation
+    F1 at the lookahead asked for is kept: exactly the student an explicit --distill of that weight trains."""
+    data, splits = str(benchmark / "bench.h5"), str(benchmark / "splits.json")
+    args = ["--data", data, "--split", splits, "--split-index", "1", "--epochs", "3", "--lookahead", "2"]
+    capsys.readouterr()
+    assert cliplive("train", *args, "-o", str(benchmark / "auto.pt")) == 0
+    said = capsys.readouterr().err
+    auto = torch.load(benchmark / "auto.pt", weights_only=True)["training"]
+    f1 = auto["distill_f1"]
+    assert set(f1) == {"0", "1"} and auto["config"]["distill"] is None and auto["config"]["lookahead"] == 2.0
+    assert auto["distill"] == (1.0 if f1["1"] > f1["0"] else 0.0)
+    assert f"distillation at lookahead 2 s: validation F1 {100 * f1['0']:.1f} with weight 0, {100 * f1['1']:.1f} with weight 1" in said
+    assert cliplive("train", *args, "--distill", f"{auto['distill']:g}", "-o", str(benchmark / "explicit.pt")) == 0
+    kept, explicit = (torch.load(benchmark / n, weights_only=True)["state_dict"] for n in ("auto.pt", "explicit.pt"))
+    for key, value in kept.items():
+        torch.testing.assert_close(value, explicit[key], rtol=0, atol=0)
 
 
 def test_bad_research_input_is_one_line_and_status_2(benchmark, tmp_path, capsys):
