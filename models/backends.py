@@ -30,9 +30,11 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +153,25 @@ class OnnxTower:
             else:
                 log.info("%s stays fp32: its int8 copy's cosine to fp32 on real frames is %.6f < %g", self.path.name,
                          self.int8_guard["min_cosine"], min_cosine)
-        self.session = self._session(self.path)
+        self._loading = self._open(self.path)
+
+    @property
+    def session(self):
+        return self._loading.result()
+
+    def _open(self, path: Path) -> Future:
+        """The session, loading in a thread: on the core start-up leaves idle, while decoding starts."""
+        loading: Future = Future()
+
+        def load() -> None:
+            try:
+                loading.set_result(self._session(path))
+            except BaseException as e:  # raised where the session is first used
+                loading.set_exception(e)
+
+        # Not a daemon: a process that ends meanwhile waits for it, since ending inside ONNX Runtime aborts.
+        threading.Thread(target=load, name="onnx-load").start()
+        return loading
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs)})[0]

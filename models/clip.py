@@ -147,8 +147,8 @@ class ClipEncoder(Encoder):
             with atomic_path(tokenizer_file, suffix=".json") as part:
                 ClipTokenizer.build(tokenizer).save(part)
         card = ModelCard(preprocess, dim, context_length, tokenizer_file)
-        with atomic_path(path, suffix=".json") as part:
-            Path(part).write_text(json.dumps(asdict(card)))
+        with atomic_path(path, suffix=".json") as part:  # the tokenizer by name: the cache may move
+            Path(part).write_text(json.dumps({**asdict(card), "tokenizer": tokenizer_file and Path(tokenizer_file).name}))
         return card
 
     def _use_image_tower(self, precision: str, backend: str, min_cosine: float | None = None) -> bool:
@@ -196,7 +196,7 @@ class ClipTokenizer:
     """open_clip's CLIP tokenizer (its `SimpleTokenizer`: BPE over bytes, lower-cased, `<start_of_text>` ...
     `<end_of_text>`, zero-padded or truncated to the context) on HuggingFace `tokenizers`, which needs no
     torch. Built once from open_clip's own vocabulary and merges (`build`); tests/test_encoders.py checks
-    the ids equal open_clip's."""
+    the ids equal open_clip's (code points unassigned in either library's Unicode version aside)."""
 
     # open_clip's split of a cleaned text into words, before byte-level BPE
     PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -268,7 +268,7 @@ def _read_card(key: dict) -> ModelCard | None:
         card = json.loads(path.read_text())
         card = ModelCard(Preprocess(**{**card["preprocess"], "mean": tuple(card["preprocess"]["mean"]),
                                       "std": tuple(card["preprocess"]["std"])}),
-                         card["dim"], card["context_length"], card["tokenizer"])
+                         card["dim"], card["context_length"], card["tokenizer"] and str(path.with_name(card["tokenizer"])))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # none yet, or unreadable: made again from the model
     return card if card.tokenizer is None or os.path.exists(card.tokenizer) else None

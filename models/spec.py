@@ -45,7 +45,7 @@ class EncoderSpec:
         "else onnxruntime where installed"))
     checkpoint: str | None = field(default=None, metadata=_about("a trained scorer checkpoint (unset: the zero-shot scorer)"))
     max_batch: int = field(default=16, metadata=_about("frames encoded together in one batch", 1, 256))
-    threads: int | None = field(default=None, metadata=_about("torch intra-op threads (unset: torch's own choice)", 1, 1024))
+    threads: int | None = field(default=None, metadata=_about("intra-op threads of torch and ONNX Runtime (unset: their own choice)", 1, 1024))
 
     def __post_init__(self) -> None:
         # ValueError: what pydantic turns into a config file's error. The CLI's options check the same

@@ -273,7 +273,8 @@ class OnlineSegmenter:
         best-matching query is kept (the user summaries of the protocol fill their budget too)."""
         low, high = (share * self.config.budget * (self.duration - self._first_t) for share in BUDGET_RANGE)
         kept = self._kept_time(t)
-        if kept >= high:
+        step = float(np.median(self._intervals)) if self._intervals else 0.0  # what keeping this frame adds
+        if kept + step > high + EPS:
             return np.zeros_like(on)
         if not on.any() and kept + (self.duration - t) < low:
             return z >= z.max()

@@ -89,8 +89,10 @@ def test_clip_tokenizer_without_torch_gives_open_clip_ids(tmp_path):
     np.testing.assert_array_equal(ours(CLIP_TOKENIZER_TEXTS), simple(CLIP_TOKENIZER_TEXTS).numpy())
     assert [ours.encode(t) for t in CLIP_TOKENIZER_TEXTS] == [simple.encode(t) for t in CLIP_TOKENIZER_TEXTS]
 
+    # Assigned characters: an unassigned code point may be one in the Unicode version of Python's `regex` and
+    # another in tokenizers' (':\U0003d000' splits differently); no sentence holds one.
     @settings(max_examples=60, deadline=None)
-    @given(st.text(max_size=80))
+    @given(st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cn", "Cs", "Co")), max_size=80))
     def same_ids(text):
         np.testing.assert_array_equal(ours([text]), simple([text]).numpy())
 

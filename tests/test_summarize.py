@@ -52,16 +52,17 @@ def kept(result: dict) -> float:
 
 
 def test_offline_and_causal_runs_find_every_sentence(summarize, montage):
-    """Issue 10 asks for offline >= causal on every sentence; not met: on the street clip, which conse takes
-    1.5-2 s to recognise, the causal run's hysteresis carries the segment over from the animals' end (0.98)
-    while the whole file's statistics start it at 21.96 s (0.90)."""
+    """With the whole file known, every sentence is found at least as well as fully causally. On the street
+    clip, which conse takes 1.5-2 s to recognise, that needs the file's non-matching frames as the reference:
+    against the whole file, the street's own matches raised the threshold and its first 1.8 s fell under it
+    (F1 0.90 against the causal run's 0.98)."""
     truth = montage[1]
     whole_file, causal = summarize(budget=None), summarize(budget=None, lookahead=0.0)
     assert (whole_file["mode"], whole_file["lookahead"]) == ("offline", None)
     assert (causal["mode"], causal["lookahead"]) == ("online", 0.0)
     assert whole_file["frames"] == causal["frames"]  # the same scores, decided two ways
     offline_f1, causal_f1 = per_sentence_f1(whole_file, truth), per_sentence_f1(causal, truth)
-    assert min(offline_f1) >= 0.9 and min(causal_f1) >= 0.9, (offline_f1, causal_f1)
+    assert min(causal_f1) >= 0.9 and all(o >= c for o, c in zip(offline_f1, causal_f1)), (offline_f1, causal_f1)
 
 
 @pytest.mark.parametrize("budget", [None, 0.15])
@@ -116,8 +117,8 @@ def test_shots_decide_with_the_whole_file_only(montage):
         offline.SummaryRequest(str(montage[0]), ["a man wearing a tie"], shots=True, lookahead=0.0)
 
 
-@pytest.mark.xfail(reason="issue 10's 0.8-1.2x on the montage: 1.21x here (the segmenter holds 0.9-1.1x of the time "
-                          "it decides; min_length and merge gaps add to it)", strict=False)
 def test_online_budget_holds_on_the_montage(summarize):
+    """Fully causal at 15%: the kept time stays within 0.8-1.2x the budget (the segmenter stops keeping before
+    the frame that would pass its upper bound, 1.1x, not after it)."""
     result = summarize(budget=0.15, lookahead=0.0)
     assert 0.8 <= kept(result) / (0.15 * result["duration"]) <= 1.2, kept(result)
