@@ -153,7 +153,8 @@ class OnnxTower:
             else:
                 log.info("%s stays fp32: its int8 copy's cosine to fp32 on real frames is %.6f < %g", self.path.name,
                          self.int8_guard["min_cosine"], min_cosine)
-        self._loading = self._open(self.path)
+        # A tower whose int8 guard failed is not opened: its caller picks another precision, and another tower.
+        self._loading = None if int8_inputs is not None and self.precision != "int8" else self._open(self.path)
 
     @property
     def session(self):
