@@ -105,6 +105,13 @@ def version(package: str) -> str:
         return "none"
 
 
+def cached_file(key: dict, suffix: str) -> Path:
+    """Where the cache keeps what `key` (with a "model" entry) identifies: the model's name and a digest of
+    the whole key, in `cache_dir()/onnx`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / "onnx" / f"{key.get('model', 'tower')}-{digest}{suffix}".replace("/", "_")
+
+
 def weights_key(path: str) -> dict:
     """What identifies a weights file cheaply: its resolved path, size and modification time."""
     info = os.stat(path)
@@ -238,8 +245,7 @@ class OnnxTower:
         full_key = {**key, "size": example.shape[-1], "opset": OPSET, "torch": version("torch"), "onnx": version("onnx")}
         if cls.input_name != OnnxTower.input_name:
             full_key["input"] = cls.input_name
-        digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:20]
-        path = cache_dir() / "onnx" / f"{key.get('model', 'tower')}-{digest}.onnx".replace("/", "_")
+        path = cached_file(full_key, ".onnx")
         if path.exists():
             return path
         import torch

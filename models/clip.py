@@ -26,6 +26,7 @@ from cliplive.models.backends import (
     OnnxTextTower,
     OnnxTower,
     TorchTower,
+    cached_file,
     calibration_frames,
     choose_backend,
     onnxruntime_installed,
@@ -35,7 +36,7 @@ from cliplive.models.backends import (
 from cliplive.models.embedding import CLIP_CALIBRATION
 from cliplive.models.encoder import Encoder, EncoderUnavailable, Preprocess
 from cliplive.models.errors import InputError, reason
-from cliplive.models.files import atomic_path, cache_dir
+from cliplive.models.files import atomic_path
 from cliplive.models.spec import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class ClipEncoder(Encoder):
         tokenizer = open_clip.get_tokenizer(self.model_name)
         context_length = getattr(tokenizer, "context_length", 77)
         dim = int(open_clip.get_model_config(self.model_name)["embed_dim"])
-        path = _card_path(self.key)
+        path = cached_file(self.key, ".card.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         tokenizer_file = None
         if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and not tokenizer.reduction_fn \
@@ -257,13 +258,8 @@ def _text_module(model):
     return Text()
 
 
-def _card_path(key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "onnx" / f"{key['model']}-{digest}.card.json".replace("/", "_")
-
-
 def _read_card(key: dict) -> ModelCard | None:
-    path = _card_path(key)
+    path = cached_file(key, ".card.json")
     try:
         card = json.loads(path.read_text())
         card = ModelCard(Preprocess(**{**card["preprocess"], "mean": tuple(card["preprocess"]["mean"]),

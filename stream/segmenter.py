@@ -116,6 +116,11 @@ def probability(logit: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * logit))  # sigmoid without overflow
 
 
+def passes_gate(logits: np.ndarray, min_score: float) -> np.ndarray:
+    """Which logits are matches by the absolute gate: probability >= `min_score`; none with the gate off (0)."""
+    return probability(logits) >= min_score if min_score > 0 else np.zeros(np.shape(logits), bool)
+
+
 def first_states(gain: np.ndarray, switch_cost: float, state: np.ndarray) -> np.ndarray:
     """The first frame's state on the best on/off path over the buffered frames.
 
@@ -216,7 +221,7 @@ class OnlineSegmenter:
         if self._last_t is None:
             return events
         if t_end is None:
-            t_end = self._last_t + (float(np.median(self._intervals)) if self._intervals else 0.0)
+            t_end = self._last_t + self._frame_interval()
         t_end = max(t_end, self._last_t)  # a container's duration may stop short of the last frame's time
         for q, track in enumerate(self._tracks):
             if track is not None and track.closed_at is None:
@@ -234,8 +239,7 @@ class OnlineSegmenter:
         judged against the prior alone: a true match may open a stream before it has a history.
         """
         against_prior, against_history = self._stats.z(raw)
-        matched = probability(raw) >= self.config.min_score if self.config.min_score > 0 else np.zeros(raw.shape, bool)
-        return np.where(matched, against_prior, np.minimum(against_prior, against_history))
+        return np.where(passes_gate(raw, self.config.min_score), against_prior, np.minimum(against_prior, against_history))
 
     def _decide(self) -> list[HighlightEvent]:
         """Decide about the oldest pending frame from the best on/off path over every buffered frame."""
@@ -273,12 +277,15 @@ class OnlineSegmenter:
         best-matching query is kept (the user summaries of the protocol fill their budget too)."""
         low, high = (share * self.config.budget * (self.duration - self._first_t) for share in BUDGET_RANGE)
         kept = self._kept_time(t)
-        step = float(np.median(self._intervals)) if self._intervals else 0.0  # what keeping this frame adds
-        if kept + step > high + EPS:
+        if kept + self._frame_interval() > high + EPS:  # keeping this frame would pass the upper bound
             return np.zeros_like(on)
         if not on.any() and kept + (self.duration - t) < low:
             return z >= z.max()
         return on
+
+    def _frame_interval(self) -> float:
+        """How long a frame lasts: the recent median interval between frames (0 before a second one)."""
+        return float(np.median(self._intervals)) if self._intervals else 0.0
 
     def _kept_time(self, t: float) -> float:
         """Seconds kept before t: the ended segments, and the longest of the tracks still open or in their gap."""

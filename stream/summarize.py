@@ -36,7 +36,7 @@ from cliplive.models.files import atomic_path
 from cliplive.models.zero_shot import FrameScorer, ZeroShotScorer
 from cliplive.stream.engine import Highlighter, Queries
 from cliplive.stream.events import Segment, segment_id
-from cliplive.stream.segmenter import EPS, RunningStats, SegmenterConfig, probability
+from cliplive.stream.segmenter import EPS, RunningStats, SegmenterConfig, passes_gate, probability
 from cliplive.stream.source import FileSource, Frame, MediaError, Sampler, prefetch, sample
 
 Progress = Callable[[float], None]
@@ -241,7 +241,7 @@ def background_z(relevance: np.ndarray, config: SegmenterConfig) -> np.ndarray:
     that matches a third of it is judged against its own matches too, and the edges of its stretch, where
     the encoder is still unsure, fall under the threshold (the demo montage's street: F1 0.90, 0.99 so). With
     the gate off (`min_score` 0) there is no absolute notion of a match: every frame counts."""
-    matched = probability(relevance) >= config.min_score if config.min_score > 0 else np.zeros(relevance.shape, bool)
+    matched = passes_gate(relevance, config.min_score)
     z = np.empty(relevance.shape)
     for q in range(relevance.shape[1]):
         stats = RunningStats(1, config.prior_mean, config.prior_std, config.prior_weight)
