@@ -6,11 +6,11 @@ or the annotators' own (`annotator_logits`: the oracle row, which measures the d
 Lookahead means what it means to the online segmenter (stream/segmenter.py): with lookahead L seconds,
 the decision about the frame at t may use frames up to t + L.
 
-- L finite: each video's frame scores are pushed, in order, through the online segmenter in budget mode
-  (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L seconds of
-  frames, and the segmenter knows the video's duration, so the kept time holds to the budget on every
-  video (`segmenter.BUDGET_RANGE`; a stream of unknown end paces against the time elapsed instead). Its
-  segments are the machine summary.
+- L finite: each video's frame scores and features are pushed, in order, through the online segmenter in
+  budget mode (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L
+  seconds of frames, and the segmenter knows the video's duration, so the kept time holds to the budget on
+  every video (`segmenter.BUDGET_RANGE`). At L = 0 it decides frame by frame (hysteresis); at L > 0 by
+  shots it cuts online from the features. Its segments are the machine summary.
   The absolute gate is off (min_score 0): every video of these benchmarks shows its query, and the rows
   compare scorers whose logits are calibrated differently, so a gate would measure calibration rather
   than decisions. Tau and rho rank the frame scores themselves (the segmenter does not change them).
@@ -84,14 +84,16 @@ def annotator_logits(video: VideoRecord) -> np.ndarray:
 
 
 def online_summary(
-    scores: np.ndarray, times: np.ndarray, duration: float, lookahead: float, budget: float = protocol.BUDGET
+    scores: np.ndarray, video: VideoRecord, lookahead: float, budget: float = protocol.BUDGET
 ) -> tuple[np.ndarray, list[protocol.Detection]]:
-    """Run the online segmenter over one video's scores: (kept mask over the frames, its detections)."""
+    """Run the online segmenter over one video's scores and features, as a live stream of the video would:
+    (kept mask over the sampled frames, its detections)."""
     config = SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0)
+    times, duration = video.times, video.n_frames / video.fps
     segmenter = OnlineSegmenter(["summary"], config, duration=duration)
     announced = []  # (emitted_at, event)
-    for t, score in zip(times, scores):
-        announced += [(t, e) for e in segmenter.push(t, np.array([score])) if e.type == "new"]
+    for t, score, features in zip(times, scores, video.features):
+        announced += [(t, e) for e in segmenter.push(t, np.array([score]), features) if e.type == "new"]
     announced += [(duration, e) for e in segmenter.close(duration) if e.type == "new"]
     segments = segmenter.segments
     ends = {s.id: s.end for s in segments}
@@ -105,12 +107,11 @@ def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: 
     """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead."""
     if video.user_summary is None:
         raise InputError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
-    times = video.times
     if math.isinf(lookahead):
         f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
         delays = []
     else:
-        keep, detections = online_summary(scores, times, video.n_frames / video.fps, lookahead)
+        keep, detections = online_summary(scores, video, lookahead)
         f1 = protocol.summary_f1(protocol.upsample(keep, video.picks, video.n_frames) > 0, video.user_summary, mode)
         windows = video.relevant_windows if video.relevant_windows is not None else []
         delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,12 +47,12 @@ def image_cosine_map(encoder: Encoder, sentences: int, images: int) -> np.ndarra
     return np.array([gain, offset], np.float32)
 
 
-@dataclass
-class FrameScores:
-    """Per sampled frame history, kept for offline summaries (live streams keep none)."""
-
-    relevance: list[np.ndarray] = field(default_factory=list)  # (Q,) logits
-    score: list[float] = field(default_factory=list)  # aggregate logit
+def score_frames(scorer: FrameScorer, queries: Queries, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's relevance logits (n, Q) and aggregate score (n,), in order, as a live stream scores them."""
+    state = scorer.init_state()
+    scored = [scorer.score_frame(state, np.asarray(e, np.float32), queries.embeddings, queries.cosine_map) for e in embeddings]
+    relevance = np.array([r for r, _ in scored], np.float64).reshape(len(scored), len(queries.labels))
+    return relevance, np.array([s for _, s in scored], np.float64)
 
 
 class Highlighter:
@@ -62,23 +62,18 @@ class Highlighter:
         queries: Queries,
         segmenter: SegmenterConfig = SegmenterConfig(),
         stream: str = "file",
-        keep_history: bool = False,
         duration: float | None = None,  # media seconds, when the end is known (a file): budgets then hold over it
     ):
         self.scorer = scorer
         self.queries = queries
         self.state = scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream, duration=duration)
-        self.history = FrameScores() if keep_history else None
 
     def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
         """Score one frame: its relevance logits (one per query) and the events it causes."""
-        relevance, score = self.scorer.score_frame(self.state, np.asarray(embedding, np.float32), self.queries.embeddings,
-                                                   self.queries.cosine_map)
-        if self.history is not None:
-            self.history.relevance.append(relevance)
-            self.history.score.append(score)
-        return relevance, self.segmenter.push(float(t), relevance)
+        embedding = np.asarray(embedding, np.float32)
+        relevance, _ = self.scorer.score_frame(self.state, embedding, self.queries.embeddings, self.queries.cosine_map)
+        return relevance, self.segmenter.push(float(t), relevance, embedding)
 
     def push_embeddings(self, times: Sequence[float], embeddings: np.ndarray) -> list[HighlightEvent]:
         return [event for t, embedding in zip(times, embeddings) for event in self.push(t, embedding)[1]]

@@ -34,9 +34,9 @@ from cliplive.models.encoder import Encoder
 from cliplive.models.errors import InputError
 from cliplive.models.files import atomic_path
 from cliplive.models.zero_shot import FrameScorer, ZeroShotScorer
-from cliplive.stream.engine import Highlighter, Queries
+from cliplive.stream.engine import Queries, score_frames
 from cliplive.stream.events import Segment, segment_id
-from cliplive.stream.segmenter import EPS, RunningStats, SegmenterConfig, passes_gate, probability
+from cliplive.stream.segmenter import EPS, OnlineSegmenter, RunningStats, SegmenterConfig, passes_gate, probability
 from cliplive.stream.source import FileSource, Frame, MediaError, Sampler, prefetch, sample
 
 Progress = Callable[[float], None]
@@ -78,20 +78,17 @@ def summarize(
     config = replace(request.segmenter, lookahead=request.lookahead or 0.0, budget=request.budget or None)
     stream = Path(request.video).name
     duration = info.duration or (float(times[-1]) + 1.0 / fps)
-    # Every frame is scored as a live stream of the file scores it; offline, the online decisions go unused.
-    # Replayed, the file's end is known, as it is to any reader of the file: budgets hold over its duration.
-    engine = Highlighter(scorer, queries, config, stream=stream, keep_history=True, duration=duration)
-    engine.push_embeddings(times, embeddings)
-    engine.close(duration)
-    history = engine.history
-    relevance = np.stack(history.relevance)
+    relevance, score = score_frames(scorer, queries, embeddings)  # as a live stream of the file scores them
     if request.shots:
-        segments = shot_segments(times, embeddings, relevance, np.asarray(history.score), queries.labels, duration, fps,
-                                 request.budget, stream)
+        segments = shot_segments(times, embeddings, relevance, score, queries.labels, duration, fps, request.budget, stream)
     elif request.lookahead is None:
         segments = offline_segments(times, relevance, queries.labels, duration, config, stream)
-    else:
-        segments = [s.to_dict() for s in engine.segmenter.segments]
+    else:  # replayed, the file's end is known, as it is to any reader of the file: budgets hold over its duration
+        segmenter = OnlineSegmenter(queries.labels, config, stream=stream, duration=duration)
+        for t, frame_relevance, embedding in zip(times, relevance, embeddings):
+            segmenter.push(t, frame_relevance, embedding)
+        segmenter.close(duration)
+        segments = [s.to_dict() for s in segmenter.segments]
     segments = within(segments, duration)
     if class_probability is not None:
         segments = rescore(segments, times, class_probability)
@@ -109,7 +106,7 @@ def summarize(
         "segments": segments,
         "frames": {
             "t": [round(float(t), 3) for t in times],
-            "score": [round(float(s), 4) for s in history.score],
+            "score": [round(float(s), 4) for s in score],
             "relevance": np.round(relevance, 4).tolist(),
         },
         "seconds": round(elapsed, 3),

@@ -31,13 +31,16 @@ def signal(n: int, *spans: tuple[float, float], low: float = -3.0, high: float =
     return values
 
 
-def run(values, config: SegmenterConfig = PLAIN, times=None, t_end: float | None = None) -> tuple[OnlineSegmenter, Log]:
-    """Push every frame, then close; check every segment's life cycle on the way."""
+def run(
+    values, config: SegmenterConfig = PLAIN, times=None, t_end: float | None = None, embeddings=None, duration: float | None = None
+) -> tuple[OnlineSegmenter, Log]:
+    """Push every frame (with its embedding, if given), then close; check every segment's life cycle on the way."""
     values = np.asarray(values, float)
     values = values[:, None] if values.ndim == 1 else values
     times = np.arange(len(values)) / FPS if times is None else times
-    segmenter = OnlineSegmenter([f"query {q}" for q in range(values.shape[1])], config, stream="test")
-    log: Log = [(float(t), e) for t, v in zip(times, values) for e in segmenter.push(float(t), v)]
+    embeddings = [None] * len(values) if embeddings is None else embeddings
+    segmenter = OnlineSegmenter([f"query {q}" for q in range(values.shape[1])], config, stream="test", duration=duration)
+    log: Log = [(float(t), e) for t, v, x in zip(times, values, embeddings) for e in segmenter.push(float(t), v, x)]
     log += [(None, e) for e in segmenter.close(t_end)]
     check_life_cycles(log, segmenter)
     return segmenter, log
@@ -237,6 +240,46 @@ def test_budget_keeps_about_that_fraction_of_time(budget):
     assert 0.5 * budget <= covered.mean() <= 1.5 * budget
 
 
+def scenes(seconds: list[float], dim: int = 16, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Frame embeddings at FPS of consecutive scenes (a random direction each, plus noise), and their spans."""
+    rng = np.random.default_rng(seed)
+    frames, spans_, start = [], [], 0.0
+    for length in seconds:
+        direction = rng.normal(size=dim)
+        frames += [direction / np.linalg.norm(direction) + rng.normal(0, 0.1, dim) for _ in range(int(length * FPS))]
+        spans_.append((start, start + length))
+        start += length
+    return np.array(frames), spans_
+
+
+def test_budget_over_a_known_duration_keeps_whole_shots_from_cut_to_cut():
+    """With embeddings, a lookahead and a budget over a file, the decision is the shot's: a matching scene whose
+    scores dip in the middle is kept whole, from its first frame to its cut, the shots that do not match stay
+    silent under the gate, and no event leaves before the frames its decision needs."""
+    embeddings, bounds = scenes([6, 4, 5, 3, 6, 4, 5, 7, 4, 6, 3, 5, 4, 6, 5])
+    start, end = bounds[12]  # a 4 s scene after the warm-up's shots
+    values = signal(len(embeddings), (start, end), low=-3.0, high=2.0)
+    values[int(start * FPS) + 3 : int(start * FPS) + 5] = -3.0  # a second inside it that looks like the rest
+    duration = bounds[-1][1]
+    config = SegmenterConfig(budget=(end - start) / duration, lookahead=8.0, min_score=0.5)
+    segmenter, log = run(values, config, embeddings=embeddings, duration=duration)
+    assert spans(segmenter) == [(0, start, end)]
+    assert [(t, e.type) for t, e in log] == [(start + config.min_length + 8.0, "new"), (end + config.merge_gap + 8.0, "end")]
+
+
+def test_an_embedding_comes_with_every_frame_or_none():
+    segmenter = OnlineSegmenter(["q"], SegmenterConfig(budget=0.15, lookahead=2.0), duration=60.0)
+    segmenter.push(0.0, np.zeros(1), np.ones(4))
+    with pytest.raises(ValueError, match="an embedding is needed with every frame"):
+        segmenter.push(0.5, np.zeros(1))
+    with pytest.raises(ValueError, match="not like the frames' before"):
+        segmenter.push(0.5, np.zeros(1), np.ones(5))
+    # Without a known end (a live camera) the budget paces the scores; embeddings are not needed.
+    live = OnlineSegmenter(["q"], SegmenterConfig(budget=0.15, lookahead=2.0))
+    live.push(0.0, np.zeros(1), np.ones(4))
+    live.push(0.5, np.zeros(1))
+
+
 @pytest.fixture(scope="module")
 def synthetic():
     from cliplive.research.dataset import synthetic_benchmark
@@ -254,7 +297,7 @@ def test_budget_holds_on_every_video_of_the_synthetic_benchmark(synthetic, score
     for video in synthetic.videos.values():
         logits = annotator_logits(video) if scores == "annotators" else frame_scores(scorer, video)
         for lookahead in (0.0, 2.0, 8.0):
-            keep, _ = online_summary(logits, video.times, video.n_frames / video.fps, lookahead)
+            keep, _ = online_summary(logits, video, lookahead)
             assert 0.8 * BUDGET <= keep.mean() <= 1.2 * BUDGET, (video.name, lookahead, keep.mean())
 
 

@@ -65,18 +65,19 @@ def test_offline_and_causal_runs_find_every_sentence(summarize, montage):
     assert min(causal_f1) >= 0.9 and all(o >= c for o, c in zip(offline_f1, causal_f1)), (offline_f1, causal_f1)
 
 
-@pytest.mark.parametrize("budget", [None, 0.15])
-def test_a_lookahead_replays_the_live_highlighter(summarize, montage, conse, encoded, budget):
-    """`lookahead` S: the summary's segments are those of the `end` events a live stream of the same frames emits."""
+@pytest.mark.parametrize(("budget", "lookahead"), [(None, 0.0), (0.15, 0.0), (0.15, 2.0)])
+def test_a_lookahead_replays_the_live_highlighter(summarize, montage, conse, encoded, budget, lookahead):
+    """`lookahead` S: the summary's segments are those of the `end` events a live stream of the same frames emits
+    (with a budget and a lookahead, both decide by shots)."""
     from cliplive.models.scorer import zero_shot
     from cliplive.stream.engine import Highlighter, Queries
     from cliplive.stream.events import Segment
 
-    result = summarize(budget=budget, lookahead=0.0)
+    result = summarize(budget=budget, lookahead=lookahead)
     times, embeddings, info = encoded
     queries = Queries.build(conse, [q for q, _, _ in montage[1]])
-    live = Highlighter(zero_shot(conse.dim, conse.calibration), queries, SegmenterConfig(budget=budget), stream=montage[0].name,
-                       duration=info.duration)
+    config = SegmenterConfig(budget=budget, lookahead=lookahead)
+    live = Highlighter(zero_shot(conse.dim, conse.calibration), queries, config, stream=montage[0].name, duration=info.duration)
     events = live.push_embeddings(times, embeddings) + live.close(info.duration)
     ends = [Segment(e.start, e.end, e.score, e.query, e.query_index, e.best_frame_ts, e.id).to_dict()
             for e in events if e.type == "end"]
@@ -117,8 +118,9 @@ def test_shots_decide_with_the_whole_file_only(montage):
         offline.SummaryRequest(str(montage[0]), ["a man wearing a tie"], shots=True, lookahead=0.0)
 
 
-def test_online_budget_holds_on_the_montage(summarize):
-    """Fully causal at 15%: the kept time stays within 0.8-1.2x the budget (the segmenter stops keeping before
-    the frame that would pass its upper bound, 1.1x, not after it)."""
-    result = summarize(budget=0.15, lookahead=0.0)
+@pytest.mark.parametrize("lookahead", [0.0, 2.0, 8.0])
+def test_online_budget_holds_on_the_montage(summarize, lookahead):
+    """Online at 15%, fully causal or by shots: the kept time stays within 0.8-1.2x the budget (the segmenter
+    stops keeping before the frame that would pass its upper bound, 1.1x, not after it)."""
+    result = summarize(budget=0.15, lookahead=lookahead)
     assert 0.8 <= kept(result) / (0.15 * result["duration"]) <= 1.2, kept(result)
