@@ -10,7 +10,8 @@ the decision about the frame at t may use frames up to t + L.
   budget mode (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L
   seconds of frames, and the segmenter knows the video's duration, so the kept time holds to the budget on
   every video (`segmenter.BUDGET_RANGE`). At L = 0 it decides frame by frame (hysteresis); at L > 0 by
-  shots it cuts online from the features. Its segments are the machine summary.
+  shots it cuts online from the features. Its segments are the machine summary. With `live` the segmenter
+  is not told the duration, as for a camera: the kept time is paced against the time elapsed.
   The absolute gate is off (min_score 0): every video of these benchmarks shows its query, and the rows
   compare scorers whose logits are calibrated differently, so a gate would measure calibration rather
   than decisions. Tau and rho rank the frame scores themselves (the segmenter does not change them).
@@ -84,13 +85,14 @@ def annotator_logits(video: VideoRecord) -> np.ndarray:
 
 
 def online_summary(
-    scores: np.ndarray, video: VideoRecord, lookahead: float, budget: float = protocol.BUDGET
+    scores: np.ndarray, video: VideoRecord, lookahead: float, budget: float = protocol.BUDGET, live: bool = False
 ) -> tuple[np.ndarray, list[protocol.Detection]]:
-    """Run the online segmenter over one video's scores and features, as a live stream of the video would:
-    (kept mask over the sampled frames, its detections)."""
+    """Run the online segmenter over one video's scores and features, as a replay of the video would (its
+    duration known), or with `live` as a camera would (no known end): (kept mask over the sampled frames,
+    its detections)."""
     config = SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0)
     times, duration = video.times, video.n_frames / video.fps
-    segmenter = OnlineSegmenter(["summary"], config, duration=duration)
+    segmenter = OnlineSegmenter(["summary"], config, duration=None if live else duration)
     announced = []  # (emitted_at, event)
     for t, score, features in zip(times, scores, video.features):
         announced += [(t, e) for e in segmenter.push(t, np.array([score]), features) if e.type == "new"]
@@ -103,15 +105,16 @@ def online_summary(
     return keep, [protocol.Detection(t, e.start, 0, ends.get(e.id)) for t, e in announced]
 
 
-def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str) -> VideoResult:
-    """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead."""
+def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str, live: bool = False) -> VideoResult:
+    """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead (`live`:
+    `online_summary`'s)."""
     if video.user_summary is None:
         raise InputError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
     if math.isinf(lookahead):
         f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
         delays = []
     else:
-        keep, detections = online_summary(scores, video, lookahead)
+        keep, detections = online_summary(scores, video, lookahead, live=live)
         f1 = protocol.summary_f1(protocol.upsample(keep, video.picks, video.n_frames) > 0, video.user_summary, mode)
         windows = video.relevant_windows if video.relevant_windows is not None else []
         delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)
@@ -129,11 +132,13 @@ def evaluate(
     lookaheads: Sequence[float] = (UNLIMITED,),
     mode: str | None = None,
     split_indices: Sequence[int] | None = None,
+    live: bool = False,
 ) -> list[Row]:
     """Rows per (lookahead, split) over each split's test videos, then a "mean" row per lookahead.
 
     logits_for_split(index) gives the split's frame scores of a video: a scorer's (`frame_scores` with
-    that split's scorer) or `annotator_logits`."""
+    that split's scorer) or `annotator_logits`. `live`: the online rows decide as a camera would, with no
+    known end."""
     mode = mode or dataset.info.f1_mode
     indices = list(range(len(splits))) if split_indices is None else list(split_indices)
     rows = []
@@ -142,7 +147,7 @@ def evaluate(
         videos = dataset.select(splits[index]["test_keys"])
         logits = [frame_logits(v) for v in videos]
         for lookahead in lookaheads:
-            rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode) for s, v in zip(logits, videos)]))
+            rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode, live) for s, v in zip(logits, videos)]))
     for lookahead in lookaheads:
         mine = [r for r in rows if r.lookahead == lookahead]
         found = [r.detected for r in mine if r.detected is not None]

@@ -84,6 +84,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "logit, which measures the decision rule alone (summary protocol)")
     v.add_argument("--lookahead", type=lookahead(unlimited=True), action="append",
                    help="seconds the decisions may wait for, or 'unlimited' (the offline protocol, default); repeatable")
+    v.add_argument("--live", action="store_true",
+                   help="finite lookaheads decide as a live camera would, not told the video's duration (the kept time "
+                        "is paced against the time elapsed; default: as a file replayed, its end known)")
     v.add_argument("--mode", choices=("avg", "max"), help="F1 over annotators: avg (TVSum) or max (SumMe); default from the file")
     v.add_argument("--queries", choices=QUERY_SOURCES, default="auto", help="query tokens, as in train")
     v.add_argument("--json", help="write the table as JSON here ('-': stdout, the text table then goes to stderr)")
@@ -196,8 +199,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return scorer_lib.load(path, encoder_name=data.info.encoder, dim=data.dim)
 
     if protocol == "qvhighlights":
-        if args.split or args.split_index or args.lookahead or args.mode or args.queries == "centroid":
-            raise InputError("--split, --split-index, --lookahead, --mode and --queries centroid belong to the summary "
+        if args.split or args.split_index or args.lookahead or args.live or args.mode or args.queries == "centroid":
+            raise InputError("--split, --split-index, --lookahead, --live, --mode and --queries centroid belong to the summary "
                              "protocol; qvhighlights scores every labelled query with its own sentence")
         result = evaluate_highlights(data, scorer_for(None))
         report = {"data": args.data, "scorer": name, "protocol": protocol, **asdict(result)}
@@ -216,10 +219,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             scorer = scorer_for(index)
             return lambda video: frame_scores(scorer, video, args.queries)
 
-        rows = evaluate(data, splits, logits_for, args.lookahead or [UNLIMITED], args.mode, indices)
+        rows = evaluate(data, splits, logits_for, args.lookahead or [UNLIMITED], args.mode, indices, args.live)
         mode = args.mode or data.info.f1_mode
-        report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "rows": [r.to_dict() for r in rows]}
-        table = format_table(rows, f"{args.data}: scores {name}, F1 ({mode} over annotators) in %")
+        report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "live": args.live,
+                  "rows": [r.to_dict() for r in rows]}
+        table = format_table(rows, f"{args.data}: scores {name}, F1 ({mode} over annotators) in %" + (", live" * args.live))
     if args.json == "-":  # stdout is one JSON document; the table is for the person watching
         print(table, file=sys.stderr)
         print(json.dumps(report, ensure_ascii=False))

@@ -6,19 +6,21 @@ earns the frame's normalised score minus a threshold, and every switch on or off
 With lookahead L the decision about t takes the best on/off path over the frames buffered up to t + L,
 starting from the state already decided, and keeps its first step (fixed-lag Viterbi); with L = 0 that is
 plain hysteresis. The future places boundaries and judges whole stretches instead of blurring the scores.
-Segments then get a minimum length, gap merging and an absolute gate on the calibrated probability. In
-budget mode the thresholds follow running quantiles; over a stream of known duration the kept time is held
-within BUDGET_RANGE of budget x duration, otherwise the quantile level is paced against budget x elapsed.
+Segments then get a minimum length, gap merging and an absolute gate on the calibrated probability.
 
-Budget mode over a stream of known duration (a file), with a lookahead and the frames' embeddings, decides
-by shots instead, as a summary's budget is best spent (the knapsack of the summarization protocol, online):
-shot cuts come from KTS over the frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the
-whole shot is decided, and that decision holds until the next cut. A shot is kept when its value per second
-of budget (its mean probability over its buffered frames, divided by its length, or by the time buffered
-while its end is not in sight) reaches the level at which the shots seen so far, best first, would fill
-the budget. The first SHOT_WARMUP shots have too few others to rank against: each is kept when its mean
-probability reaches 0.5 (the calibration's own boundary). On the synthetic benchmark this lifts F1 at 2
-and 8 s by 3-11 points over the fixed-lag Viterbi (docs/reproduce.md).
+Budget mode keeps a share of the time. Over a stream of known duration (a file) the kept time is held
+within BUDGET_RANGE of budget x duration; with no known end (a camera) the level is paced against budget x
+elapsed time, and the kept time never passes BUDGET_RANGE's upper share of the time elapsed plus
+PACE_HORIZON seconds. Frame by frame, the thresholds follow running quantiles of z at that level.
+With a lookahead and the frames' embeddings, budget mode decides by shots instead, as a summary's budget
+is best spent (the knapsack of the summarization protocol, online): shot cuts come from KTS over the
+frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the whole shot is decided, and that
+decision holds until the next cut. A shot is kept when its value per second of budget (its mean
+probability over its buffered frames, divided by its length, or by the time buffered while its end is not
+in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
+The first SHOT_WARMUP shots have too few others to rank against: each is kept when its mean probability
+reaches 0.5 (the calibration's own boundary). On the synthetic benchmark this lifts F1 at 2 and 8 s by
+3-11 points over the fixed-lag Viterbi, and by 8-17 live (docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
 STD_FLOOR = 1e-3  # logits: keeps z finite when a query's history is constant
 BUDGET_CLOSE_FACTOR = 1.25  # budget mode's hysteresis: opens at the (1 - R) quantile, closes at the (1 - 1.25 R) one
 BUDGET_RANGE = (0.9, 1.1)  # stream of known duration: kept time stays within these multiples of budget x duration
-PACE_HORIZON = 20.0  # unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold
+PACE_HORIZON = 20.0  # unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold (and is the most kept ahead of pace)
 PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the budget's quantile level
 RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration at close()
 SHOT_CONTEXT = 20.0  # seconds of decided frames that online shot cuts look back over (KTS is quadratic in frames)
@@ -169,7 +171,7 @@ class OnlineSegmenter:
     ):
         """`duration`: media time at which the stream ends, when known (a file): budget mode then holds the
         kept time within BUDGET_RANGE of the budget over the whole stream; otherwise it paces against the
-        time elapsed."""
+        time elapsed (module docstring)."""
         if not queries:
             raise ValueError("no queries")
         if duration is not None and duration <= 0:
@@ -216,9 +218,8 @@ class OnlineSegmenter:
             raise ValueError("relevance is not finite")  # one NaN would poison the running statistics for good
         if self._last_t is not None and t <= self._last_t:
             raise ValueError(f"timestamps must increase: {t} after {self._last_t}")
-        if self._by_shots is None:  # the budget holds by shots over a known duration; a live stream paces instead
-            self._by_shots = (embedding is not None and self.config.budget is not None and self.config.lookahead > 0
-                              and self.duration is not None)
+        if self._by_shots is None:
+            self._by_shots = embedding is not None and self.config.budget is not None and self.config.lookahead > 0
         if self._by_shots:
             if embedding is None:
                 raise ValueError("an embedding is needed with every frame once the first frame came with one")
@@ -285,7 +286,7 @@ class OnlineSegmenter:
             open_at, close_below = self._thresholds(t)
             self._on = first_states(z - (open_at + close_below) / 2, (open_at - close_below) / 2, self._on)
         self._pending.popleft()
-        if self._budget is not None and self.duration is not None:
+        if self._budget is not None:
             self._on = self._held_to_budget(t, z[0], self._on)
         scores = probability(raw)
         events: list[HighlightEvent] = []
@@ -295,15 +296,20 @@ class OnlineSegmenter:
 
     def _thresholds(self, t: float) -> tuple[float, float]:
         """Open and close thresholds on z: the configured ones, or in budget mode the running quantiles at the
-        budget's level; with no known end, that level is scaled by how far the kept time is behind or ahead
-        of budget x elapsed time."""
+        budget's level."""
         if self._budget is None:
             return self.config.open_threshold, self.config.close_threshold
+        level = self._level(t)
+        return self._budget(1 - level), self._budget(1 - BUDGET_CLOSE_FACTOR * level)
+
+    def _level(self, t: float) -> float:
+        """The share of time to keep: the budget; with no known end, scaled by how far the kept time is behind
+        or ahead of budget x elapsed time."""
         level = self.config.budget
         if self.duration is None:
             surplus = self._kept_time(t) - level * (t - self._first_t)
             level *= float(np.clip(math.exp(-surplus / (level * PACE_HORIZON)), *PACE_LIMITS))
-        return self._budget(1 - level), self._budget(1 - BUDGET_CLOSE_FACTOR * level)
+        return level
 
     def _shot_states(self, t: float) -> np.ndarray:
         """Budget mode by shots: at a cut, whether each query keeps the shot that starts at t; else the state
@@ -320,14 +326,14 @@ class OnlineSegmenter:
         match = probability(np.array([r for _, r, _ in self._pending][: stop - first])).mean(axis=0)
         seconds = (times[stop] if stop < len(times) else end_t) - t
         value = match / max(seconds, EPS)
-        on = match >= 0.5 if len(self._shot_values) < SHOT_WARMUP else value >= self._value_level()
+        on = match >= 0.5 if len(self._shot_values) < SHOT_WARMUP else value >= self._value_level(t)
         bisect.insort(self._shot_values, (-float(value.max()), seconds))
         return on
 
-    def _value_level(self) -> float:
+    def _value_level(self, t: float) -> float:
         """The value per second at which the shots seen so far, best first, fill the budget's share of their time
         (the greedy knapsack's last pick)."""
-        room = self.config.budget * sum(seconds for _, seconds in self._shot_values)
+        room = self._level(t) * sum(seconds for _, seconds in self._shot_values)
         for negative_value, seconds in self._shot_values:
             room -= seconds
             if room < 0:
@@ -335,14 +341,16 @@ class OnlineSegmenter:
         return 0.0
 
     def _held_to_budget(self, t: float, z: np.ndarray, on: np.ndarray) -> np.ndarray:
-        """The decided states, within the budget's range over a stream of known duration: nothing more is kept
-        once the upper bound is reached, and once only the time needed to reach the lower bound is left, the
+        """The decided states, within the budget's range: nothing more is kept once the upper bound is reached
+        (its share of the stream's duration, or with no known end of the time elapsed plus PACE_HORIZON
+        seconds), and over a known duration, once only the time needed to reach the lower bound is left, the
         best-matching query is kept (the user summaries of the protocol fill their budget too)."""
-        low, high = (share * self.config.budget * (self.duration - self._first_t) for share in BUDGET_RANGE)
         kept = self._kept_time(t)
+        span = self.duration - self._first_t if self.duration is not None else t - self._first_t + PACE_HORIZON
+        low, high = (share * self.config.budget * span for share in BUDGET_RANGE)
         if kept + self._frame_interval() > high + EPS:  # keeping this frame would pass the upper bound
             return np.zeros_like(on)
-        if not on.any() and kept + (self.duration - t) < low:
+        if self.duration is not None and not on.any() and kept + (self.duration - t) < low:
             return z >= z.max()
         return on
 

@@ -209,3 +209,9 @@ def test_evaluate_scores_annotators_is_the_oracle_row(tmp_path, capsys):
     # With the annotators' scores there is no scorer to load.
     assert main([*table[:-2], "--scores", "annotators", "--checkpoint", "x.pt"]) == 2
     assert "--scores annotators replaces the scorer" in capsys.readouterr().err
+    # --live: the online rows decide as a camera would, not told the duration; the offline row stays.
+    assert main([*table, "--scores", "annotators", "--live"]) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert live["live"] is True and reports["annotators"]["live"] is False
+    live_mean = {r["lookahead"]: r for r in live["rows"] if r["split"] == "mean"}
+    assert live_mean["unlimited"] == mean["annotators"]["unlimited"] and live_mean[0.0] != mean["annotators"][0.0]

@@ -274,10 +274,10 @@ def test_an_embedding_comes_with_every_frame_or_none():
         segmenter.push(0.5, np.zeros(1))
     with pytest.raises(ValueError, match="not like the frames' before"):
         segmenter.push(0.5, np.zeros(1), np.ones(5))
-    # Without a known end (a live camera) the budget paces the scores; embeddings are not needed.
-    live = OnlineSegmenter(["q"], SegmenterConfig(budget=0.15, lookahead=2.0))
-    live.push(0.0, np.zeros(1), np.ones(4))
-    live.push(0.5, np.zeros(1))
+    # Without a budget, decisions are frame by frame: embeddings are not needed.
+    thresholds = OnlineSegmenter(["q"], SegmenterConfig(lookahead=2.0))
+    thresholds.push(0.0, np.zeros(1), np.ones(4))
+    thresholds.push(0.5, np.zeros(1))
 
 
 @pytest.fixture(scope="module")
@@ -289,16 +289,23 @@ def synthetic():
 
 @pytest.mark.parametrize("scores", ["zero-shot", "annotators"])
 def test_budget_holds_on_every_video_of_the_synthetic_benchmark(synthetic, scores):
+    """Replayed (the end known), every video keeps 0.8-1.2x the budget; live (no known end), the kept time is
+    paced against the time elapsed and never passes 1.1x budget x (elapsed + PACE_HORIZON)."""
     from cliplive.models.scorer import zero_shot
     from cliplive.research.evaluate import annotator_logits, frame_scores, online_summary
     from cliplive.research.protocol import BUDGET
+    from cliplive.stream.segmenter import BUDGET_RANGE, PACE_HORIZON
 
     scorer = zero_shot(synthetic.dim, synthetic.info.calibration)
     for video in synthetic.videos.values():
         logits = annotator_logits(video) if scores == "annotators" else frame_scores(scorer, video)
+        seconds = video.n_frames / video.fps
         for lookahead in (0.0, 2.0, 8.0):
             keep, _ = online_summary(logits, video, lookahead)
             assert 0.8 * BUDGET <= keep.mean() <= 1.2 * BUDGET, (video.name, lookahead, keep.mean())
+            live, _ = online_summary(logits, video, lookahead, live=True)
+            upper = BUDGET_RANGE[1] * BUDGET * (seconds + PACE_HORIZON) / seconds
+            assert 0.5 * BUDGET <= live.mean() <= upper, (video.name, lookahead, live.mean())
 
 
 def test_close_ends_open_segments_at_t_end():
