@@ -24,6 +24,7 @@ from cliplive.stream.live import mask_url
 from cliplive.stream.pipeline import StreamSnapshot
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
+TOKEN_CHECK_SECONDS = 2.0  # an open event stream ends this soon after its token is removed (at most, plus Credentials.RECHECK_S)
 REPLAY_PAGE = 500
 
 router = APIRouter(prefix="/api")
@@ -242,28 +243,34 @@ SSE = Wire(sse_event, sse_notice)
 WS = Wire(lambda event_id, text: text, ReplayTruncated.to_json)
 
 
-async def event_feed(service: Service, subscription: Subscription, after: int | None, stream: str | None, wire: Wire
-                     ) -> AsyncIterator[list[str] | None]:
+async def event_feed(service: Service, subscription: Subscription, after: int | None, stream: str | None, wire: Wire,
+                     token_held: Callable[[], bool]) -> AsyncIterator[list[str] | None]:
     """The messages of the stored events after `after` (none when None), then of live ones, each event once
     and in id order; None now and then while idle (a keepalive). The subscription was made before the
     replay starts, so an event committed meanwhile is in its queue, and dropped there when the replay
-    already gave it."""
+    already gave it. The feed ends once `token_held()` says the client's token was removed."""
+    loop = asyncio.get_running_loop()
     try:
         last = after or 0
         if after is not None:
             async with aclosing(replay(service, subscription, after, stream, wire)) as pages:
                 async for messages, last in pages:
+                    if not token_held():
+                        return
                     yield messages
-        while True:
+        quiet_since = loop.time()
+        while token_held():
             try:
-                event = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
+                event = await asyncio.wait_for(subscription.get(), TOKEN_CHECK_SECONDS)
             except TimeoutError:
-                yield None
+                if loop.time() - quiet_since >= KEEPALIVE_SECONDS:
+                    quiet_since = loop.time()
+                    yield None
                 continue
             if event is None:  # too slow, or the server is stopping: the client reconnects with its last id
                 return
-            if event.id > last and (stream is None or event.stream == stream):
-                last = event.id
+            if event.id > last and (stream is None or event.stream == stream) and token_held():
+                last, quiet_since = event.id, loop.time()
                 yield [wire.event(event.id, json.dumps(event.data, ensure_ascii=False))]
     finally:
         subscription.close()
@@ -318,10 +325,12 @@ async def events_sse(
     events after that id first, then live ones; no gap, no duplicate. A replay gives at most the server's
     `max_replay_events` (newest first kept): asking for more, the client first gets an `event:
     replay_truncated` message, `data: {"kind": "replay_truncated", "after", "skipped", "resume_after"}`,
-    whose `id:` is `resume_after` (the last event skipped); the events after it follow."""
+    whose `id:` is `resume_after` (the last event skipped); the events after it follow. The stream ends within
+    a few seconds of its token's removal (`cliplive token remove`)."""
     client = f"sse {request.client.host}:{request.client.port}" if request.client else "sse"
     subscription = service.bus.subscribe(client)
-    feed = event_feed(service, subscription, last_event_id if last_event_id is not None else after, stream, SSE)
+    feed = event_feed(service, subscription, last_event_id if last_event_id is not None else after, stream, SSE,
+                      getattr(request.state, "token_held", lambda: True))
     return StreamingResponse(sse_lines(feed), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -334,13 +343,16 @@ async def events_ws(
     after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="resume after this event id")] = None,
 ) -> None:
     """The same events as `/api/events`, one JSON text message each (`event_id` included); a replay cut to
-    `max_replay_events` starts with `{"kind": "replay_truncated", "after", "skipped", "resume_after"}`."""
+    `max_replay_events` starts with `{"kind": "replay_truncated", "after", "skipped", "resume_after"}`.
+    Closed with 1008 within a few seconds of its token's removal."""
     client = f"ws {websocket.client.host}:{websocket.client.port}" if websocket.client else "ws"
     subscription = service.bus.subscribe(client)
     await websocket.accept()
 
+    token_held = getattr(websocket.state, "token_held", lambda: True)
+
     async def send_events() -> None:
-        async for messages in event_feed(service, subscription, after, stream, WS):
+        async for messages in event_feed(service, subscription, after, stream, WS, token_held):
             for message in messages or ():  # None: idle
                 await websocket.send_text(message)
 
@@ -354,6 +366,7 @@ async def events_ws(
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     subscription.close()
-    if sender in done:  # the feed ended (too slow, or shutting down): the client reconnects with `after`
+    if sender in done:  # the feed ended (too slow, or shutting down: the client reconnects with `after`; or revoked)
+        code, reason = (1008, "token removed") if not token_held() else (1013 if subscription.ended == "too slow" else 1001, None)
         with suppress(WebSocketDisconnect, RuntimeError):
-            await websocket.close(1013 if subscription.ended == "too slow" else 1001)
+            await websocket.close(code, reason)

@@ -24,7 +24,9 @@ async def send_json(send: Send, status: int, body: dict, headers: Iterable[tuple
 class BearerAuth:
     """`Authorization: Bearer <token>` on every request but `public_paths`: 401 without a known token, 403
     when the token's role does not allow the request (`tokens.allows`); a refused WebSocket is closed with
-    1008. The token's `Identity` reaches the app as `request.state.token`. `credentials` None: no auth.
+    1008. The token's `Identity` reaches the app as `request.state.token`, and `request.state.token_held()`
+    says whether that token is still valid (a long-lived event stream ends once it is removed).
+    `credentials` None: no auth.
 
     Browsers cannot set headers on EventSource and WebSocket connections, so `query_token_paths` also
     take the token as `?access_token=` (it may then appear in proxies' access logs)."""
@@ -46,7 +48,8 @@ class BearerAuth:
             await self._refuse(scope, receive, send, 403, f"this token's role ({identity.role}) may not {method} "
                                                           f"{scope['path']}: that takes an admin token")
         else:
-            await self.app({**scope, "state": {**scope.get("state", {}), "token": identity}}, receive, send)
+            held = lambda: self.credentials.holds(identity)  # noqa: E731 (an event stream asks it now and then)
+            await self.app({**scope, "state": {**scope.get("state", {}), "token": identity, "token_held": held}}, receive, send)
 
     def _identify(self, scope: Scope) -> Identity | None:
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")

@@ -56,6 +56,7 @@ class Identity:
     """Who a request's token says it is."""
     name: str | None  # None: no auth at all (`serve --no-auth`)
     role: str
+    sha256: str | None = None  # the token's hash: a long request (an event stream) checks it is still there
 
 
 NO_AUTH = Identity(None, "admin")  # without tokens, every client may do everything
@@ -220,7 +221,12 @@ class Credentials:
         for token in [*self.fixed, *self._current()]:  # all compared, in constant time: no early way out
             if hmac.compare_digest(token.sha256, wanted):
                 found = token
-        return Identity(found.name, found.role) if found else None
+        return Identity(found.name, found.role, found.sha256) if found else None
+
+    def holds(self, identity: Identity) -> bool:
+        """Whether the token `identity` came from is still there with the same role (not removed since)."""
+        return identity.sha256 is None or any(
+            token.sha256 == identity.sha256 and token.role == identity.role for token in [*self.fixed, *self._current()])
 
     def _current(self) -> list[Token]:
         if self.file is None or time.monotonic() - self._checked < self.RECHECK_S:

@@ -104,6 +104,33 @@ async def test_a_viewer_reads_events_over_sse_and_websocket(roles):
         assert (event["event_id"], event["stream"]) == (1, "cam")
 
 
+async def test_an_open_event_stream_ends_when_its_token_is_removed(roles, tmp_path):
+    """SSE and WebSocket connections made with a token end within a few seconds of its removal (the WebSocket
+    with 1008): a revoked wall screen stops receiving alerts; the other tokens' streams go on."""
+    service, app, auth = roles([stream_spec("cam", DEAD_CAMERA)])
+    tokens = TokenFile(tmp_path / "data")
+    _, secret = tokens.add("viewer", "wall-screen")
+    async with asyncio.timeout(30), uvicorn_server(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as client, \
+                client.stream("GET", "/api/events", params={"after": 0, "access_token": secret}) as revoked, \
+                client.stream("GET", "/api/events", headers={**auth["viewer"], "Last-Event-ID": "0"}) as kept:
+            revoked_events, kept_events = sse_events(revoked), sse_events(kept)
+            assert (await anext(revoked_events))[0] == (await anext(kept_events))[0] == 1
+            async with websockets.connect(f"{url.replace('http', 'ws')}/api/events/ws?after=0&access_token={secret}") as ws:
+                assert json.loads(await ws.recv())["event_id"] == 1
+                tokens.remove("wall-screen")
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await ws.recv()
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token removed")
+            async for _ in revoked_events:  # the SSE response ends too (what was on its way may come first) ...
+                pass
+            assert asyncio.get_running_loop().time() - started < 10
+            assert not kept.is_closed  # ... while the other token's stream stays open
+        assert (await httpx.AsyncClient(base_url=url).get("/api/events", params={"access_token": secret})).status_code == 401
+
+
 async def test_tokens_added_and_removed_with_the_cli_take_effect_without_a_restart(roles, tmp_path):
     service, app, auth = roles()
     (tmp_path / "cliplive.toml").write_text('[server]\ndata_dir = "data"\n')
