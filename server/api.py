@@ -24,7 +24,7 @@ from cliplive.stream.live import mask_url
 from cliplive.stream.pipeline import StreamSnapshot
 
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
-TOKEN_CHECK_SECONDS = 2.0  # an open event stream ends this soon after its token is removed (at most, plus Credentials.RECHECK_S)
+TOKEN_CHECK_SECONDS = 2.0  # an open event stream ends at most this long (plus Credentials.RECHECK_S) after its token's removal
 REPLAY_PAGE = 500
 
 router = APIRouter(prefix="/api")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import partial
 from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
@@ -48,7 +49,7 @@ class BearerAuth:
             await self._refuse(scope, receive, send, 403, f"this token's role ({identity.role}) may not {method} "
                                                           f"{scope['path']}: that takes an admin token")
         else:
-            held = lambda: self.credentials.holds(identity)  # noqa: E731 (an event stream asks it now and then)
+            held = partial(self.credentials.holds, identity)  # an event stream asks it now and then
             await self.app({**scope, "state": {**scope.get("state", {}), "token": identity, "token_held": held}}, receive, send)
 
     def _identify(self, scope: Scope) -> Identity | None:

@@ -40,7 +40,9 @@ EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
 STD_FLOOR = 1e-3  # logits: keeps z finite when a query's history is constant
 BUDGET_CLOSE_FACTOR = 1.25  # budget mode's hysteresis: opens at the (1 - R) quantile, closes at the (1 - 1.25 R) one
 BUDGET_RANGE = (0.9, 1.1)  # stream of known duration: kept time stays within these multiples of budget x duration
-PACE_HORIZON = 20.0  # unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold (and is the most kept ahead of pace)
+# Unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold, and the
+# kept time stays under BUDGET_RANGE's upper share of (elapsed + this many seconds).
+PACE_HORIZON = 20.0
 PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the budget's quantile level
 RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration at close()
 SHOT_CONTEXT = 20.0  # seconds of decided frames that online shot cuts look back over (KTS is quadratic in frames)
@@ -184,7 +186,7 @@ class OnlineSegmenter:
         self._pending: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()  # undecided frames (the lookahead)
         self._by_shots: bool | None = None  # decide by shots (budget, lookahead, embeddings): set at the first frame
         self._context: deque[tuple[float, np.ndarray]] = deque()  # decided frames' embeddings, last SHOT_CONTEXT s
-        self._shot_values: list[tuple[float, float]] = []  # (value per second, seconds) of the shots seen, best first
+        self._shot_values: list[tuple[float, float]] = []  # (-value per second, seconds) of the shots seen: best first
         self._on = np.zeros(len(queries), dtype=bool)  # each query's decided state of the last decided frame
         self._first_t: float | None = None  # time of the first decided frame
         self._kept = 0.0  # seconds of ended segments (their union, as they end in time order) ...
