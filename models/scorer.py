@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from cliplive.models.embedding import CLIP_CALIBRATION
 from cliplive.models.errors import InputError
+from cliplive.models.shots import ShotPrior
 
 FORMAT = "cliplive.scorer"
 FORMAT_VERSION = 1
@@ -98,6 +99,7 @@ class CausalScorer(nn.Module):
     def __init__(self, config: ScorerConfig = ScorerConfig()):
         super().__init__()
         self.config = config
+        self.shot_prior: ShotPrior | None = None  # its training videos' shots (set by training); None: untrained, or older
         dim = config.dim
         self.guide = LanguageGuidedAttention(dim, config.heads)
         self.blocks = nn.ModuleList(CausalBlock(dim, config.heads, config.mlp_ratio) for _ in range(config.layers))
@@ -204,6 +206,7 @@ def save(scorer: CausalScorer, path: str, encoder_name: str, extra: dict | None 
         "config": asdict(scorer.config),
         "encoder": encoder_name,
         "state_dict": scorer.state_dict(),
+        "shot_prior": None if scorer.shot_prior is None else scorer.shot_prior.to_payload(),
         **(extra or {}),
     }
     with atomic_path(path) as tmp:
@@ -233,4 +236,9 @@ def load(path: str, encoder_name: str | None = None, dim: int | None = None) -> 
         )
     scorer = CausalScorer(config)
     scorer.load_state_dict(payload["state_dict"])
+    if payload.get("shot_prior") is not None:
+        try:
+            scorer.shot_prior = ShotPrior.from_payload(payload["shot_prior"], f"scorer checkpoint {path}")
+        except InputError as e:
+            raise CheckpointError(str(e)) from None
     return scorer.eval()

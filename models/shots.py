@@ -5,11 +5,19 @@
   points chosen by the penalised cost of the reference `cpd_auto`.
 - `knapsack`: exact 0/1 knapsack.
 - `select_shots`: shot score = mean frame score, weight = shot length, capacity = budget x frames.
+- `fill_level` and `ShotPrior`: the greedy knapsack's last pick, and what a trained scorer's checkpoint
+  records of the shots the online segmenter decided on its training videos.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import numpy as np
+
+from cliplive.models.errors import InputError
 
 MAX_KTS_POINTS = 3000  # longer sequences are averaged down first: the DP is quadratic in memory
 SHOT_SECONDS = 2.0  # KTS may cut at most one shot per this many seconds of sampled video
@@ -91,6 +99,54 @@ def select_shots(frame_scores: np.ndarray, shots: np.ndarray, budget: float = 0.
     for i in knapsack(values, lengths, int(np.floor(budget * len(scores)))):
         keep[shots[i, 0] : shots[i, 1]] = True
     return keep
+
+
+def fill_level(shots: Iterable[tuple[float, float]], share: float) -> float:
+    """The value per second at which `shots`, (value per second, seconds) best first, fill `share` of their
+    time: the value of the first that no longer fits (0 when they all fit)."""
+    shots = list(shots)
+    room = share * sum(seconds for _, seconds in shots)
+    for value, seconds in shots:
+        room -= seconds
+        if room < 0:
+            return value
+    return 0.0
+
+
+Shots = list[tuple[float, float]]  # one video's shots as the online segmenter decided them: (value per second, seconds)
+
+
+@dataclass(frozen=True)
+class ShotPrior:
+    """The shots a scorer's training videos gave the online segmenter, by lookahead: what a stream it scores
+    ranks its first shots against, before it has shots of its own."""
+
+    shots: dict[float, list[Shots]]  # lookahead (s) -> per training video, its shots
+
+    def level(self, share: float, lookahead: float) -> float:
+        """The median over the videos of the level at which each one's shots fill `share` of its time, at the
+        recorded lookahead nearest `lookahead` by ratio (shots seen 8 s ahead look alike at 6 and 12 s)."""
+        nearest = min(self.shots, key=lambda recorded: abs(math.log(recorded / lookahead)))
+        return float(np.median([fill_level(sorted(video, reverse=True), share) for video in self.shots[nearest]]))
+
+    def to_payload(self) -> dict:
+        return {"shots": self.shots}
+
+    @classmethod
+    def from_payload(cls, payload, source: str) -> ShotPrior:
+        """A prior read back from a file, checked: InputError naming `source` if it is malformed."""
+        message = f"{source} has a malformed shot prior"
+        try:
+            shots = {float(lookahead): [[(float(value), float(seconds)) for value, seconds in video] for video in videos]
+                     for lookahead, videos in payload["shots"].items()}
+        except (KeyError, AttributeError, TypeError, ValueError):
+            raise InputError(message) from None
+        if not shots or any(lookahead <= 0 or not videos or not all(videos) for lookahead, videos in shots.items()):
+            raise InputError(message)
+        if not all(math.isfinite(value) and value >= 0 and 0 < seconds < math.inf
+                   for videos in shots.values() for video in videos for value, seconds in video):
+            raise InputError(message)
+        return cls(shots)
 
 
 def _scatter(kernel: np.ndarray, min_segment: int) -> np.ndarray:

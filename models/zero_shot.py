@@ -13,9 +13,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cliplive.models.shots import ShotPrior
+
 
 class FrameScorer(Protocol):
     """What a stream's Highlighter needs of a scorer: one frame at a time, over a state it keeps."""
+
+    shot_prior: ShotPrior | None  # its training videos' shots, for a stream to rank its first shots against
 
     def init_state(self) -> Any: ...
 
@@ -29,6 +33,8 @@ class FrameScorer(Protocol):
 
 class ZeroShotScorer:
     """Relevance = scale * cosine + bias (the encoder's calibration), aggregate = the max over queries."""
+
+    shot_prior = None  # untrained: no training videos
 
     def __init__(self, dim: int, calibration: tuple[float, float]):
         self.dim = dim

@@ -10,8 +10,11 @@ the decision about the frame at t may use frames up to t + L.
   budget mode (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L
   seconds of frames, and the segmenter knows the video's duration, so the kept time holds to the budget on
   every video (`segmenter.BUDGET_RANGE`). At L = 0 it decides frame by frame (hysteresis); at L > 0 by
-  shots it cuts online from the features. Its segments are the machine summary. With `live` the segmenter
-  is not told the duration, as for a camera: the kept time is paced against the time elapsed.
+  shots it cuts online from the features, ranking its first shots against a prior level where the row has
+  one: a checkpoint's (`ShotPrior`, recorded by `train` from its training videos), and for the annotators'
+  row the same record of the split's training videos' annotator scores (`shot_prior`). Its segments are
+  the machine summary. With `live` the segmenter is not told the duration, as for a camera:
+  the kept time is paced against the time elapsed.
   The absolute gate is off (min_score 0): every video of these benchmarks shows its query, and the rows
   compare scorers whose logits are calibrated differently, so a gate would measure calibration rather
   than decisions. Tau and rho rank the frame scores themselves (the segmenter does not change them).
@@ -38,10 +41,12 @@ from cliplive.models.errors import InputError
 from cliplive.models.scorer import CausalScorer
 from cliplive.research import protocol
 from cliplive.research.dataset import Dataset, VideoRecord, video_queries
+from cliplive.models.shots import ShotPrior, Shots
 from cliplive.stream.segmenter import OnlineSegmenter, SegmenterConfig, probability
 
 UNLIMITED = math.inf
 ANNOTATOR_MARGIN = 0.01  # annotator scores of 0 or 1 map to the logits of 1% and 99%
+PRIOR_LOOKAHEADS = (1.0, 2.0, 4.0, 8.0, 16.0)  # seconds at which a checkpoint records its training videos' shots
 
 
 @dataclass
@@ -85,36 +90,56 @@ def annotator_logits(video: VideoRecord) -> np.ndarray:
 
 
 def online_summary(
-    scores: np.ndarray, video: VideoRecord, lookahead: float, budget: float = protocol.BUDGET, live: bool = False
+    scores: np.ndarray, video: VideoRecord, lookahead: float, budget: float = protocol.BUDGET, live: bool = False,
+    prior: ShotPrior | None = None,
 ) -> tuple[np.ndarray, list[protocol.Detection]]:
     """Run the online segmenter over one video's scores and features, as a replay of the video would (its
-    duration known), or with `live` as a camera would (no known end): (kept mask over the sampled frames,
-    its detections)."""
-    config = SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0)
+    duration known), or with `live` as a camera would (no known end), its first shots ranked against
+    `prior`: (kept mask over the sampled frames, its detections)."""
+    segmenter, announced = _replay(scores, video, SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0).with_prior(prior), live)
+    ends = {s.id: s.end for s in segmenter.segments}
+    keep = np.zeros(video.n_steps, dtype=bool)
+    for s in segmenter.segments:
+        keep |= (video.times >= s.start) & (video.times < s.end)
+    return keep, [protocol.Detection(t, e.start, 0, ends.get(e.id)) for t, e in announced]
+
+
+def video_shots(scores: np.ndarray, video: VideoRecord, lookahead: float) -> Shots:
+    """The shots the online segmenter decides over one video's scores (replayed, by shots) at `lookahead`. A
+    shot's value does not depend on the budget or on what was kept."""
+    return _replay(scores, video, SegmenterConfig(budget=protocol.BUDGET, lookahead=lookahead, min_score=0.0))[0].shot_values
+
+
+def shot_prior(scored: Sequence[tuple[np.ndarray, VideoRecord]], lookaheads: Sequence[float] = PRIOR_LOOKAHEADS) -> ShotPrior:
+    """The shots of each of these videos' scores (a scorer's training videos), per lookahead: what a checkpoint
+    records so that the streams its scorer scores rank their first shots against them."""
+    return ShotPrior({float(lookahead): [video_shots(s, v, lookahead) for s, v in scored] for lookahead in lookaheads})
+
+
+def _replay(scores: np.ndarray, video: VideoRecord, config: SegmenterConfig, live: bool = False):
+    """The segmenter after one video's scores and features, and its `new` events with when they were
+    announced."""
     times, duration = video.times, video.n_frames / video.fps
     segmenter = OnlineSegmenter(["summary"], config, duration=None if live else duration)
     announced = []  # (emitted_at, event)
     for t, score, features in zip(times, scores, video.features):
         announced += [(t, e) for e in segmenter.push(t, np.array([score]), features) if e.type == "new"]
     announced += [(duration, e) for e in segmenter.close(duration) if e.type == "new"]
-    segments = segmenter.segments
-    ends = {s.id: s.end for s in segments}
-    keep = np.zeros(len(times), dtype=bool)
-    for s in segments:
-        keep |= (times >= s.start) & (times < s.end)
-    return keep, [protocol.Detection(t, e.start, 0, ends.get(e.id)) for t, e in announced]
+    return segmenter, announced
 
 
-def score_video(scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str, live: bool = False) -> VideoResult:
-    """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead (`live`:
-    `online_summary`'s)."""
+def score_video(
+    scores: np.ndarray, video: VideoRecord, lookahead: float, mode: str, live: bool = False, prior: ShotPrior | None = None
+) -> VideoResult:
+    """One video's F1, tau, rho (and delays, online) from its per-frame logits, at one lookahead (`live`
+    and `prior`: `online_summary`'s)."""
     if video.user_summary is None:
         raise InputError(f"video {video.name} has no annotations (user_summary): extract with --annotations")
     if math.isinf(lookahead):
         f1 = protocol.evaluate_summary(probability(scores), video.picks, video.n_frames, video.change_points, video.user_summary, mode)
         delays = []
     else:
-        keep, detections = online_summary(scores, video, lookahead, live=live)
+        keep, detections = online_summary(scores, video, lookahead, live=live, prior=prior)
         f1 = protocol.summary_f1(protocol.upsample(keep, video.picks, video.n_frames) > 0, video.user_summary, mode)
         windows = video.relevant_windows if video.relevant_windows is not None else []
         delays = protocol.detection_delays([protocol.Moment(float(s), float(e)) for s, e in windows], detections)
@@ -133,21 +158,23 @@ def evaluate(
     mode: str | None = None,
     split_indices: Sequence[int] | None = None,
     live: bool = False,
+    prior_for_split: Callable[[int], ShotPrior | None] = lambda index: None,
 ) -> list[Row]:
     """Rows per (lookahead, split) over each split's test videos, then a "mean" row per lookahead.
 
     logits_for_split(index) gives the split's frame scores of a video: a scorer's (`frame_scores` with
-    that split's scorer) or `annotator_logits`. `live`: the online rows decide as a camera would, with no
-    known end."""
+    that split's scorer) or `annotator_logits`; prior_for_split(index) the split's `ShotPrior` (a
+    checkpoint's, or `shot_prior` of its training videos), if any. `live`: the online rows decide as a
+    camera would, with no known end."""
     mode = mode or dataset.info.f1_mode
     indices = list(range(len(splits))) if split_indices is None else list(split_indices)
     rows = []
     for index in indices:
-        frame_logits = logits_for_split(index)
+        frame_logits, prior = logits_for_split(index), prior_for_split(index)
         videos = dataset.select(splits[index]["test_keys"])
         logits = [frame_logits(v) for v in videos]
         for lookahead in lookaheads:
-            rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode, live) for s, v in zip(logits, videos)]))
+            rows.append(_row(index, lookahead, [score_video(s, v, lookahead, mode, live, prior) for s, v in zip(logits, videos)]))
     for lookahead in lookaheads:
         mine = [r for r in rows if r.lookahead == lookahead]
         found = [r.detected for r in mine if r.detected is not None]

@@ -22,6 +22,9 @@ cosine scoring. One video per step, in an order drawn from the seed; torch runs 
 held-out share of the training videos gives the validation loss and F1 (the offline protocol) after every
 epoch. Training stops after `patience` epochs without a better validation loss and keeps the best epoch's
 weights: the loss, not the F1, decides, since F1 on a few held-out videos jumps whenever one shot flips.
+
+The kept scorer's shots on every video it was given, as the online segmenter decides them at a few
+lookaheads (`evaluate.shot_prior`), go with it: a stream it scores ranks its first shots against them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from cliplive.models.scorer import CausalScorer, ScorerConfig, ScorerOutput
 from cliplive.research import protocol
 from cliplive.research.configs import AUTO_DISTILL, TrainConfig
 from cliplive.research.dataset import Dataset, VideoRecord, video_queries
-from cliplive.research.evaluate import UNLIMITED, score_video
+from cliplive.models.shots import ShotPrior
+from cliplive.research.evaluate import PRIOR_LOOKAHEADS, UNLIMITED, score_video, shot_prior
 
 class BidirectionalScorer(CausalScorer):
     """The distillation teacher: each frame attends to the `window` frames on either side of it."""
@@ -70,7 +74,7 @@ class EpochLog:
 
 @dataclass
 class TrainResult:
-    scorer: CausalScorer  # with the kept epoch's weights, in eval mode
+    scorer: CausalScorer  # with the kept epoch's weights, in eval mode, and its `shot_prior`
     history: list[EpochLog]
     best: EpochLog  # the epoch whose weights were kept
     distill: float = 0.0  # the distillation weight the kept student was trained with
@@ -131,21 +135,33 @@ def _train(dataset: Dataset, keys: Sequence[str], config: TrainConfig, log: Log)
         label = "student" if len(weights) == 1 else f"student, distill {weight:g}"
         results[weight] = _fit(student, training, validation, replace(config, distill=weight), mode, copy.deepcopy(student_rng), log, label)
         results[weight].distill = weight
-    if len(results) == 1:
-        return results[weights[0]]
-    f1 = {weight: validation_f1(result.scorer, validation, config.lookahead, mode) for weight, result in results.items()}
-    kept = max(weights, key=lambda w: (f1[w], -w))  # a tie keeps the plain student
-    log(f"distillation at lookahead {config.lookahead:g} s: validation F1 " +
-        ", ".join(f"{100 * f1[w]:.1f} with weight {w:g}" for w in weights) + f": keeping weight {kept:g}")
-    results[kept].distill_f1 = f1
+    kept = weights[0]
+    if len(results) > 1:
+        f1 = {weight: validation_f1(result.scorer, training, validation, config.lookahead, mode) for weight, result in results.items()}
+        kept = max(weights, key=lambda w: (f1[w], -w))  # a tie keeps the plain student
+        log(f"distillation at lookahead {config.lookahead:g} s: validation F1 " +
+            ", ".join(f"{100 * f1[w]:.1f} with weight {w:g}" for w in weights) + f": keeping weight {kept:g}")
+        results[kept].distill_f1 = f1
+    results[kept].scorer.shot_prior = _shot_prior(results[kept].scorer, training + validation)
     return results[kept]
 
 
-def validation_f1(scorer: CausalScorer, validation: Sequence[Example], lookahead: float, mode: str) -> float:
-    """The mean F1 of `scorer` on the held-out videos, decided by the online segmenter at `lookahead`."""
+def validation_f1(scorer: CausalScorer, training: Sequence[Example], validation: Sequence[Example], lookahead: float,
+                  mode: str) -> float:
+    """The mean F1 of `scorer` on the held-out videos, decided by the online segmenter at `lookahead` (by
+    shots, ranked against the training videos' shots, as the checkpoint will run)."""
+    prior = _shot_prior(scorer, training, [lookahead]) if 0 < lookahead < UNLIMITED else None
     with torch.no_grad():
-        return float(np.mean([score_video(scorer(e.frames, e.queries).score.double().numpy(), e.video, lookahead, mode).f1
-                              for e in validation]))
+        return float(np.mean([score_video(_scores(scorer, e), e.video, lookahead, mode, prior=prior).f1 for e in validation]))
+
+
+def _shot_prior(scorer: CausalScorer, examples: Sequence[Example], lookaheads: Sequence[float] = PRIOR_LOOKAHEADS) -> ShotPrior:
+    with torch.no_grad():
+        return shot_prior([(_scores(scorer, e), e.video) for e in examples], lookaheads)
+
+
+def _scores(scorer: CausalScorer, example: Example) -> np.ndarray:
+    return scorer(example.frames, example.queries).score.double().numpy()
 
 
 def _example(video: VideoRecord, config: TrainConfig) -> Example:

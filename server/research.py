@@ -180,8 +180,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from cliplive.models import scorer as scorer_lib
     from cliplive.research.dataset import read_h5, read_splits
+    from cliplive.models.shots import ShotPrior
     from cliplive.research.evaluate import (UNLIMITED, annotator_logits, evaluate, evaluate_highlights, format_highlights,
-                                            format_table, frame_scores)
+                                            format_table, frame_scores, video_shots)
 
     if args.json and args.json != "-":
         check_writable(args.json)
@@ -213,13 +214,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for index in indices:
             _split(splits, index)
 
+        lookaheads = args.lookahead or [UNLIMITED]
+        scorers = {}
+
         def logits_for(index: int):
             if args.scores == "annotators":
                 return annotator_logits
-            scorer = scorer_for(index)
-            return lambda video: frame_scores(scorer, video, args.queries)
+            scorers[index] = scorer_for(index)
+            return lambda video: frame_scores(scorers[index], video, args.queries)
 
-        rows = evaluate(data, splits, logits_for, args.lookahead or [UNLIMITED], args.mode, indices, args.live)
+        # The annotators' row ranks shots as a checkpoint trained on the split's videos would: against the
+        # shots their scores give on the training videos (each video's once: it trains 4 splits of 5).
+        by_shots = [lookahead for lookahead in lookaheads if 0 < lookahead < UNLIMITED]
+        annotator_shots = {} if args.scores != "annotators" else {
+            id(video): {lookahead: video_shots(annotator_logits(video), video, lookahead) for lookahead in by_shots}
+            for video in data.videos.values()}
+
+        def prior_for(index: int):
+            if args.scores != "annotators":
+                return scorers[index].shot_prior
+            if not by_shots:
+                return None
+            train = data.select(splits[index]["train_keys"])
+            return ShotPrior({lookahead: [annotator_shots[id(v)][lookahead] for v in train] for lookahead in by_shots})
+
+        rows = evaluate(data, splits, logits_for, lookaheads, args.mode, indices, args.live, prior_for)
         mode = args.mode or data.info.f1_mode
         report = {"data": args.data, "scorer": name, "protocol": protocol, "f1_mode": mode, "live": args.live,
                   "rows": [r.to_dict() for r in rows]}

@@ -67,7 +67,7 @@ class Highlighter:
         self.scorer = scorer
         self.queries = queries
         self.state = scorer.init_state()
-        self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream, duration=duration)
+        self.segmenter = OnlineSegmenter(queries.labels, segmenter.with_prior(scorer.shot_prior), stream=stream, duration=duration)
 
     def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
         """Score one frame: its relevance logits (one per query) and the events it causes."""

@@ -18,9 +18,13 @@ frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the whole
 decision holds until the next cut. A shot is kept when its value per second of budget (its mean
 probability over its buffered frames, divided by its length, or by the time buffered while its end is not
 in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
-The first SHOT_WARMUP shots have too few others to rank against: each is kept when its mean probability
-reaches 0.5 (the calibration's own boundary). On the synthetic benchmark this lifts F1 at 2 and 8 s by
-3-11 points over the fixed-lag Viterbi, and by 8-17 live (docs/reproduce.md).
+The first shots have too few others to rank against. A trained scorer's checkpoint brings a prior level
+(`shot_level`, from the shots its training videos gave at each lookahead: `models.shots.ShotPrior`), worth
+SHOT_PRIOR_WEIGHT shots of the stream's own ranking; without one, each of the first SHOT_WARMUP shots is
+kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low value still gets its
+first `min_length` seconds, so that no matching moment goes unannounced. On the synthetic benchmark,
+deciding by shots lifts F1 at 2 and 8 s by 3-11 points over the fixed-lag Viterbi, and the prior level up
+to 7 more at 8 s (docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
 
-from cliplive.models.shots import shot_change_points
+from cliplive.models.shots import ShotPrior, fill_level, shot_change_points
 from cliplive.stream.events import HighlightEvent, Segment, segment_id
 
 EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
@@ -46,7 +50,9 @@ PACE_HORIZON = 20.0
 PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the budget's quantile level
 RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration at close()
 SHOT_CONTEXT = 20.0  # seconds of decided frames that online shot cuts look back over (KTS is quadratic in frames)
+SHOT_MATCH = 0.5  # mean probability at which a shot matches (the calibration's own boundary)
 SHOT_WARMUP = 10  # shots seen before their values per second rank a new one; until then its probability decides
+SHOT_PRIOR_WEIGHT = 5.0  # shots of the stream's own ranking that a prior level (`shot_level`) is worth
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class SegmenterConfig:
     prior_weight: float = 10.0  # ... worth this many frames of history (5 s at 2 fps)
     update_interval: float = 1.0  # seconds; at most one `update` event per open segment per interval
     min_score: float = 0.5  # absolute gate: a segment is reported only once its peak calibrated probability reaches this (0.5: the calibration's own boundary)
+    shot_level: float | None = None  # by shots: value per second of budget at which the first shots are kept (unset: the checkpoint's training videos tell, else a probability of 0.5)
 
     def __post_init__(self):
         if self.close_threshold > self.open_threshold:
@@ -74,6 +81,15 @@ class SegmenterConfig:
             raise ValueError("min_score must be a probability in [0, 1)")
         if self.prior_std <= 0:
             raise ValueError("prior_std must be positive")
+        if self.shot_level is not None and not self.shot_level >= 0:
+            raise ValueError("shot_level must not be negative")
+
+    def with_prior(self, prior: ShotPrior | None) -> SegmenterConfig:
+        """This config with the prior level of a scorer's shots at its budget and lookahead, where it decides by
+        shots and has no level yet."""
+        if prior is None or self.budget is None or self.lookahead <= 0 or self.shot_level is not None:
+            return self
+        return replace(self, shot_level=prior.level(self.budget, self.lookahead))
 
 
 class RunningStats:
@@ -188,6 +204,7 @@ class OnlineSegmenter:
         self._context: deque[tuple[float, np.ndarray]] = deque()  # decided frames' embeddings, last SHOT_CONTEXT s
         self._shot_values: list[tuple[float, float]] = []  # (-value per second, seconds) of the shots seen: best first
         self._on = np.zeros(len(queries), dtype=bool)  # each query's decided state of the last decided frame
+        self._shot_until = np.full(len(queries), np.inf)  # by shots: each query's kept part of its shot ends here
         self._first_t: float | None = None  # time of the first decided frame
         self._kept = 0.0  # seconds of ended segments (their union, as they end in time order) ...
         self._kept_until = -math.inf  # ... up to here
@@ -202,6 +219,11 @@ class OnlineSegmenter:
     def last_time(self) -> float | None:
         """Media time of the last frame pushed."""
         return self._last_t
+
+    @property
+    def shot_values(self) -> list[tuple[float, float]]:
+        """(value per second, seconds) of every shot decided so far (decisions by shots), best first."""
+        return [(-negative_value, seconds) for negative_value, seconds in self._shot_values]
 
     @property
     def segments(self) -> list[Segment]:
@@ -322,25 +344,28 @@ class OnlineSegmenter:
         cuts = shot_change_points(np.array([e for _, e in self._context] + [e for _, _, e in self._pending]),
                                   end_t - times[0])
         if first and first not in cuts:
-            return self._on
+            return self._on & (t < self._shot_until - EPS)
         later = cuts[cuts > first]
         stop = int(later[0]) if len(later) else len(times)
         match = probability(np.array([r for _, r, _ in self._pending][: stop - first])).mean(axis=0)
         seconds = (times[stop] if stop < len(times) else end_t) - t
         value = match / max(seconds, EPS)
-        on = match >= 0.5 if len(self._shot_values) < SHOT_WARMUP else value >= self._value_level(t)
+        seen, prior = len(self._shot_values), self.config.shot_level
+        if prior is not None:
+            on = value >= (SHOT_PRIOR_WEIGHT * prior + seen * self._value_level(t)) / (SHOT_PRIOR_WEIGHT + seen)
+        else:
+            on = match >= SHOT_MATCH if seen < SHOT_WARMUP else value >= self._value_level(t)
+        # A matching shot too long for its value is still announced: its first min_length seconds are kept, the
+        # shortest a segment can be (an alert needs it; the budget is better spent on shorter shots).
+        teaser = ~on & (match >= SHOT_MATCH)
+        self._shot_until = np.where(teaser, t + self.config.min_length, np.inf)
         bisect.insort(self._shot_values, (-float(value.max()), seconds))
-        return on
+        return on | teaser
 
     def _value_level(self, t: float) -> float:
         """The value per second at which the shots seen so far, best first, fill the budget's share of their time
         (the greedy knapsack's last pick)."""
-        room = self._level(t) * sum(seconds for _, seconds in self._shot_values)
-        for negative_value, seconds in self._shot_values:
-            room -= seconds
-            if room < 0:
-                return -negative_value
-        return 0.0
+        return fill_level(self.shot_values, self._level(t))
 
     def _held_to_budget(self, t: float, z: np.ndarray, on: np.ndarray) -> np.ndarray:
         """The decided states, within the budget's range: nothing more is kept once the upper bound is reached

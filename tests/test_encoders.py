@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import unicodedata
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_clip_tokenizer_without_torch_gives_open_clip_ids(tmp_path):
     """The tokenizer a cached encoder runs (HuggingFace tokenizers, built from open_clip's vocabulary)
     gives open_clip's ids: padding, truncation at the context, cleaning, unicode and special tokens."""
     import open_clip
-    from hypothesis import given, settings
+    from hypothesis import assume, given, settings
     from hypothesis import strategies as st
 
     from cliplive.models.clip import ClipTokenizer
@@ -90,10 +91,12 @@ def test_clip_tokenizer_without_torch_gives_open_clip_ids(tmp_path):
     assert [ours.encode(t) for t in CLIP_TOKENIZER_TEXTS] == [simple.encode(t) for t in CLIP_TOKENIZER_TEXTS]
 
     # Assigned characters: an unassigned code point may be one in the Unicode version of Python's `regex` and
-    # another in tokenizers' (':\U0003d000' splits differently); no sentence holds one.
+    # another in tokenizers' (':\U0003d000' splits differently); no sentence holds one. Cleaning can make one
+    # of assigned characters (ftfy reads 'Ö\x8b' as mojibake of U+058B), so the cleaned text is checked too.
     @settings(max_examples=60, deadline=None)
     @given(st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cn", "Cs", "Co")), max_size=80))
     def same_ids(text):
+        assume(all(unicodedata.category(c) != "Cn" for c in ClipTokenizer.clean(text)))
         np.testing.assert_array_equal(ours([text]), simple([text]).numpy())
 
     same_ids()

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from cliplive.models import scorer as scorer_lib
 from cliplive.models.scorer import CausalScorer, CheckpointError, ScorerConfig
+from cliplive.models.shots import ShotPrior
 
 
 def randomised(config: ScorerConfig, seed: int = 0) -> CausalScorer:
@@ -123,10 +124,11 @@ def test_a_cosine_map_puts_reference_images_on_sentences_scale_in_forward_and_st
 
 def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
     model = randomised(ScorerConfig(dim=32, heads=2, layers=1, window=6))
+    model.shot_prior = ShotPrior({2.0: [[(0.25, 2.0), (0.01, 6.5)]], 8.0: [[(0.1, 4.0)], [(0.2, 3.0)]]})
     path = tmp_path / "scorer.pt"
     scorer_lib.save(model, str(path), encoder_name="clip:tiny:random")
     loaded = scorer_lib.load(str(path), encoder_name="clip:tiny:random", dim=32)
-    assert loaded.config == model.config
+    assert loaded.config == model.config and loaded.shot_prior == model.shot_prior
     x, q = unit(7, 32), unit(2, 32, seed=4)
     with torch.no_grad():  # the same weights, bit for bit, through the same code: exactly the same logits
         torch.testing.assert_close(loaded(x, q).relevance, model(x, q).relevance, atol=0, rtol=0)
@@ -140,6 +142,19 @@ def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="format version 99, this cliplive reads 1"):
         scorer_lib.load(str(tmp_path / "future.pt"))
+    for malformed in ({8.0: [[(0.1, 0.0)]]}, {8.0: [[]]}, {-1.0: [[(0.1, 1.0)]]}, {8.0: [[(float("nan"), 1.0)]]}, {}, {8.0: "x"}):
+        payload = torch.load(path, weights_only=True)
+        payload["shot_prior"] = {"shots": malformed}
+        torch.save(payload, tmp_path / "prior.pt")
+        with pytest.raises(CheckpointError, match="has a malformed shot prior"):
+            scorer_lib.load(str(tmp_path / "prior.pt"))
+    payload["shot_prior"] = [1, 2]
+    torch.save(payload, tmp_path / "prior.pt")
+    with pytest.raises(CheckpointError, match="has a malformed shot prior"):
+        scorer_lib.load(str(tmp_path / "prior.pt"))
+    payload["shot_prior"] = None  # a checkpoint from before shot priors: the segmenter's warm-up rule decides
+    torch.save(payload, tmp_path / "older.pt")
+    assert scorer_lib.load(str(tmp_path / "older.pt")).shot_prior is None
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a cliplive scorer checkpoint"):
         scorer_lib.load(str(tmp_path / "other.pt"))
@@ -148,4 +163,4 @@ def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
         scorer_lib.load(str(tmp_path / "junk.pt"))
     with pytest.raises(CheckpointError, match="not found"):
         scorer_lib.load(str(tmp_path / "missing.pt"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.pt", "junk.pt", "other.pt", "scorer.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.pt", "junk.pt", "older.pt", "other.pt", "prior.pt", "scorer.pt"]

@@ -13,6 +13,7 @@ import torch
 from conftest import ffmpeg
 from cliplive.research import dataset as ds
 from cliplive.models import scorer as scorer_lib
+from cliplive.research.evaluate import PRIOR_LOOKAHEADS
 from cliplive.server.cli import main
 from cliplive.stream.summarize import SummaryRequest, summarize
 
@@ -66,6 +67,9 @@ def test_training_is_deterministic_and_checkpoints_say_how_they_were_made(benchm
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0)
     assert a["encoder"] == "synthetic:64d:seed0" and a["training"]["config"]["distill"] == 0.5
+    # Its shots on the 16 videos it was given (split 0), at each lookahead a stream may rank its first shots at.
+    assert a["shot_prior"] == b["shot_prior"] and sorted(a["shot_prior"]["shots"]) == list(PRIOR_LOOKAHEADS)
+    assert all(len(videos) == 16 and all(len(shots) >= 5 for shots in videos) for videos in a["shot_prior"]["shots"].values())
     assert not torch.equal(a["state_dict"]["score_head.weight"], torch.zeros_like(a["state_dict"]["score_head.weight"]))
 
 
