@@ -96,7 +96,7 @@ def online_summary(
     """Run the online segmenter over one video's scores and features, as a replay of the video would (its
     duration known), or with `live` as a camera would (no known end), its first shots ranked against
     `prior`: (kept mask over the sampled frames, its detections)."""
-    segmenter, announced = _replay(scores, video, SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0).with_prior(prior), live)
+    segmenter, announced = _replay(scores, video, SegmenterConfig(budget=budget, lookahead=lookahead, min_score=0.0), live, prior)
     ends = {s.id: s.end for s in segmenter.segments}
     keep = np.zeros(video.n_steps, dtype=bool)
     for s in segmenter.segments:
@@ -116,11 +116,11 @@ def shot_prior(scored: Sequence[tuple[np.ndarray, VideoRecord]], lookaheads: Seq
     return ShotPrior({float(lookahead): [video_shots(s, v, lookahead) for s, v in scored] for lookahead in lookaheads})
 
 
-def _replay(scores: np.ndarray, video: VideoRecord, config: SegmenterConfig, live: bool = False):
+def _replay(scores: np.ndarray, video: VideoRecord, config: SegmenterConfig, live: bool = False, prior: ShotPrior | None = None):
     """The segmenter after one video's scores and features, and its `new` events with when they were
     announced."""
     times, duration = video.times, video.n_frames / video.fps
-    segmenter = OnlineSegmenter(["summary"], config, duration=None if live else duration)
+    segmenter = OnlineSegmenter(["summary"], config, duration=None if live else duration, shot_prior=prior)
     announced = []  # (emitted_at, event)
     for t, score, features in zip(times, scores, video.features):
         announced += [(t, e) for e in segmenter.push(t, np.array([score]), features) if e.type == "new"]

@@ -29,7 +29,6 @@ EXAMPLE_VALUES: dict[str, Any] = {
     "encoder.checkpoint": "scorer.pt",
     "encoder.threads": 2,
     "segmenter.budget": 0.15,
-    "segmenter.shot_level": 0.1,
     "streams.name": "driveway",
     "streams.source": "rtsp://user:secret@192.168.1.20:554/stream1",
     "streams.sentences": ["a person at the front door", "a delivery van"],

@@ -67,7 +67,7 @@ class Highlighter:
         self.scorer = scorer
         self.queries = queries
         self.state = scorer.init_state()
-        self.segmenter = OnlineSegmenter(queries.labels, segmenter.with_prior(scorer.shot_prior), stream=stream, duration=duration)
+        self.segmenter = OnlineSegmenter(queries.labels, segmenter, stream=stream, duration=duration, shot_prior=scorer.shot_prior)
 
     def push(self, t: float, embedding: np.ndarray) -> tuple[np.ndarray, list[HighlightEvent]]:
         """Score one frame: its relevance logits (one per query) and the events it causes."""
@@ -89,5 +89,5 @@ class Highlighter:
         self.queries = queries
         self.state = self.scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream,
-                                         duration=self.segmenter.duration)
+                                         duration=self.segmenter.duration, shot_prior=self.segmenter.shot_prior)
         return events

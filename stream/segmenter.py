@@ -18,10 +18,10 @@ frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the whole
 decision holds until the next cut. A shot is kept when its value per second of budget (its mean
 probability over its buffered frames, divided by its length, or by the time buffered while its end is not
 in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
-The first shots have too few others to rank against. A trained scorer's checkpoint brings a prior level
-(`shot_level`, from the shots its training videos gave at each lookahead: `models.shots.ShotPrior`), worth
-SHOT_PRIOR_WEIGHT shots of the stream's own ranking; without one, each of the first SHOT_WARMUP shots is
-kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low value still gets its
+The first shots have too few others to rank against. A trained scorer's checkpoint brings the shots its
+training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the budget's
+share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
+SHOT_WARMUP shots is kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low value still gets its
 first `min_length` seconds, so that no matching moment goes unannounced. On the synthetic benchmark,
 deciding by shots lifts F1 at 2 and 8 s by 3-11 points over the fixed-lag Viterbi, and the prior level up
 to 7 more at 8 s (docs/reproduce.md).
@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -52,7 +52,7 @@ RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration
 SHOT_CONTEXT = 20.0  # seconds of decided frames that online shot cuts look back over (KTS is quadratic in frames)
 SHOT_MATCH = 0.5  # mean probability at which a shot matches (the calibration's own boundary)
 SHOT_WARMUP = 10  # shots seen before their values per second rank a new one; until then its probability decides
-SHOT_PRIOR_WEIGHT = 5.0  # shots of the stream's own ranking that a prior level (`shot_level`) is worth
+SHOT_PRIOR_WEIGHT = 5.0  # shots of the stream's own ranking that the level of a `ShotPrior` is worth
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ class SegmenterConfig:
     prior_weight: float = 10.0  # ... worth this many frames of history (5 s at 2 fps)
     update_interval: float = 1.0  # seconds; at most one `update` event per open segment per interval
     min_score: float = 0.5  # absolute gate: a segment is reported only once its peak calibrated probability reaches this (0.5: the calibration's own boundary)
-    shot_level: float | None = None  # by shots: value per second of budget at which the first shots are kept (unset: the checkpoint's training videos tell, else a probability of 0.5)
 
     def __post_init__(self):
         if self.close_threshold > self.open_threshold:
@@ -81,15 +80,6 @@ class SegmenterConfig:
             raise ValueError("min_score must be a probability in [0, 1)")
         if self.prior_std <= 0:
             raise ValueError("prior_std must be positive")
-        if self.shot_level is not None and not self.shot_level >= 0:
-            raise ValueError("shot_level must not be negative")
-
-    def with_prior(self, prior: ShotPrior | None) -> SegmenterConfig:
-        """This config with the prior level of a scorer's shots at its budget and lookahead, where it decides by
-        shots and has no level yet."""
-        if prior is None or self.budget is None or self.lookahead <= 0 or self.shot_level is not None:
-            return self
-        return replace(self, shot_level=prior.level(self.budget, self.lookahead))
 
 
 class RunningStats:
@@ -185,16 +175,23 @@ class OnlineSegmenter:
     """Turns a stream of per-frame relevance logits (one per query) into highlight events."""
 
     def __init__(
-        self, queries: list[str], config: SegmenterConfig = SegmenterConfig(), stream: str = "file", duration: float | None = None
+        self, queries: list[str], config: SegmenterConfig = SegmenterConfig(), stream: str = "file", duration: float | None = None,
+        shot_prior: ShotPrior | None = None,
     ):
         """`duration`: media time at which the stream ends, when known (a file): budget mode then holds the
         kept time within BUDGET_RANGE of the budget over the whole stream; otherwise it paces against the
-        time elapsed (module docstring)."""
+        time elapsed. `shot_prior`: the scorer's training videos' shots, which decisions by shots rank the
+        first shots against (module docstring)."""
         if not queries:
             raise ValueError("no queries")
         if duration is not None and duration <= 0:
             raise ValueError("duration must be positive")
         self.queries, self.config, self.stream, self.duration = list(queries), config, stream, duration
+        self.shot_prior = shot_prior
+        # At the budget itself, not the share paced for: a level that follows the pacing swings the kept time
+        # and cost 8-12 F1 points live on the synthetic benchmark.
+        self._prior_level = (shot_prior.level(config.budget, config.lookahead)
+                             if shot_prior is not None and config.budget is not None and config.lookahead > 0 else None)
         self._stats = RunningStats(len(queries), config.prior_mean, config.prior_std, config.prior_weight)
         self._budget = (
             None if config.budget is None else RunningQuantile(prior_max_z(len(queries), config.prior_weight))
@@ -350,9 +347,9 @@ class OnlineSegmenter:
         match = probability(np.array([r for _, r, _ in self._pending][: stop - first])).mean(axis=0)
         seconds = (times[stop] if stop < len(times) else end_t) - t
         value = match / max(seconds, EPS)
-        seen, prior = len(self._shot_values), self.config.shot_level
-        if prior is not None:
-            on = value >= (SHOT_PRIOR_WEIGHT * prior + seen * self._value_level(t)) / (SHOT_PRIOR_WEIGHT + seen)
+        seen = len(self._shot_values)
+        if self._prior_level is not None:
+            on = value >= (SHOT_PRIOR_WEIGHT * self._prior_level + seen * self._value_level(t)) / (SHOT_PRIOR_WEIGHT + seen)
         else:
             on = match >= SHOT_MATCH if seen < SHOT_WARMUP else value >= self._value_level(t)
         # A matching shot too long for its value is still announced: its first min_length seconds are kept, the

@@ -84,7 +84,7 @@ def summarize(
     elif request.lookahead is None:
         segments = offline_segments(times, relevance, queries.labels, duration, config, stream)
     else:  # replayed, the file's end is known, as it is to any reader of the file: budgets hold over its duration
-        segmenter = OnlineSegmenter(queries.labels, config.with_prior(scorer.shot_prior), stream=stream, duration=duration)
+        segmenter = OnlineSegmenter(queries.labels, config, stream=stream, duration=duration, shot_prior=scorer.shot_prior)
         for t, frame_relevance, embedding in zip(times, relevance, embeddings):
             segmenter.push(t, frame_relevance, embedding)
         segmenter.close(duration)

@@ -33,14 +33,16 @@ def signal(n: int, *spans: tuple[float, float], low: float = -3.0, high: float =
 
 
 def run(
-    values, config: SegmenterConfig = PLAIN, times=None, t_end: float | None = None, embeddings=None, duration: float | None = None
+    values, config: SegmenterConfig = PLAIN, times=None, t_end: float | None = None, embeddings=None, duration: float | None = None,
+    shot_prior: ShotPrior | None = None,
 ) -> tuple[OnlineSegmenter, Log]:
     """Push every frame (with its embedding, if given), then close; check every segment's life cycle on the way."""
     values = np.asarray(values, float)
     values = values[:, None] if values.ndim == 1 else values
     times = np.arange(len(values)) / FPS if times is None else times
     embeddings = [None] * len(values) if embeddings is None else embeddings
-    segmenter = OnlineSegmenter([f"query {q}" for q in range(values.shape[1])], config, stream="test", duration=duration)
+    segmenter = OnlineSegmenter([f"query {q}" for q in range(values.shape[1])], config, stream="test", duration=duration,
+                                shot_prior=shot_prior)
     log: Log = [(float(t), e) for t, v, x in zip(times, values, embeddings) for e in segmenter.push(float(t), v, x)]
     log += [(None, e) for e in segmenter.close(t_end)]
     check_life_cycles(log, segmenter)
@@ -390,7 +392,8 @@ def test_a_prior_level_ranks_the_first_shots_by_value_per_second():
     short_value, long_value = (probability(2.0) / (end - start) for start, end in (bounds[3], bounds[1]))
     unranked, _ = run(values, config, embeddings=embeddings)
     assert [(s.start, s.end) for s in unranked.segments] == [bounds[1], bounds[3]]
-    ranked, _ = run(values, replace(config, shot_level=(short_value + long_value) / 2), embeddings=embeddings)
+    prior = ShotPrior({8.0: [[((short_value + long_value) / 2, 1.0)]]})  # one video, whose level is that value
+    ranked, _ = run(values, config, embeddings=embeddings, shot_prior=prior)
     # The long one is still announced: its first second (min_length), the shortest a segment can be.
     assert [(s.start, s.end) for s in ranked.segments] == [(bounds[1][0], bounds[1][0] + config.min_length), bounds[3]]
     assert ranked.shot_values[0] == pytest.approx((short_value, 3.0))
@@ -403,14 +406,8 @@ def test_a_shot_prior_gives_the_median_video_level_at_the_nearest_lookahead():
     # second; the median is 0.1.
     assert fill_level([(0.3, 1.0), (0.2, 1.0), (0.1, 8.0)], 0.2) == 0.1 and fill_level([(0.3, 1.0)], 0.2) == 0.3
     assert fill_level([(0.3, 1.0), (0.2, 1.0)], 1.0) == 0.0  # everything fits
-    assert prior.level(0.2, 6.0) == 0.1 and prior.level(0.2, 3.0) == 0.6
-    config = SegmenterConfig(budget=0.2, lookahead=12.0)
-    assert config.with_prior(prior).shot_level == 0.1
-    assert config.with_prior(None) == config and replace(config, lookahead=0.0).with_prior(prior).shot_level is None
-    assert SegmenterConfig(lookahead=8.0).with_prior(prior).shot_level is None  # no budget: nothing is ranked
-    assert replace(config, shot_level=0.7).with_prior(prior).shot_level == 0.7
-    with pytest.raises(ValueError, match="shot_level must not be negative"):
-        SegmenterConfig(shot_level=-1.0)
+    assert prior.level(0.2, 6.0) == 0.1 and prior.level(0.2, 12.0) == 0.1 and prior.level(0.2, 3.0) == 0.6
+    assert prior.level(0.5, 8.0) == 0.05  # a larger share reaches further down each video's shots
 
 
 def test_the_training_videos_prior_lifts_the_annotators_row_at_8_s(synthetic):
