@@ -19,12 +19,12 @@ decision holds until the next cut. A shot is kept when its value per second of b
 probability over its buffered frames, divided by its length, or by the time buffered while its end is not
 in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
 The first shots have too few others to rank against. A trained scorer's checkpoint brings the shots its
-training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the budget's
-share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
-SHOT_WARMUP shots is kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low value still gets its
-first `min_length` seconds, so that no matching moment goes unannounced. On the synthetic benchmark,
-deciding by shots lifts F1 at 2 and 8 s by 3-11 points over the fixed-lag Viterbi, and the prior level up
-to 7 more at 8 s (docs/reproduce.md).
+training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the
+budget's share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
+SHOT_WARMUP shots is kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low
+value still gets its first `min_length` seconds, so that no matching moment goes unannounced. On the
+synthetic benchmark, deciding by shots lifts F1 at 2 and 8 s by 3-11 points over the fixed-lag Viterbi,
+and the prior level up to 7 more at 8 s (docs/reproduce.md).
 """
 
 from __future__ import annotations
