@@ -224,11 +224,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             return lambda video: frame_scores(scorers[index], video, args.queries)
 
         # The annotators' row ranks shots as a checkpoint trained on the split's videos would: against the
-        # shots their scores give on the training videos (each video's once: it trains 4 splits of 5).
+        # shots their scores give on the training videos of the splits asked for (each video's once: it trains 4
+        # splits of 5).
         by_shots = [lookahead for lookahead in lookaheads if 0 < lookahead < UNLIMITED]
+        trained_on = {id(v): v for index in indices for v in data.select(splits[index]["train_keys"])}
         annotator_shots = {} if args.scores != "annotators" else {
-            id(video): {lookahead: video_shots(annotator_logits(video), video, lookahead) for lookahead in by_shots}
-            for video in data.videos.values()}
+            key: {lookahead: video_shots(annotator_logits(video), video, lookahead) for lookahead in by_shots}
+            for key, video in trained_on.items()}
 
         def prior_for(index: int):
             if args.scores != "annotators":

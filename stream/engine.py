@@ -89,5 +89,5 @@ class Highlighter:
         self.queries = queries
         self.state = self.scorer.init_state()
         self.segmenter = OnlineSegmenter(queries.labels, self.segmenter.config, stream=self.segmenter.stream,
-                                         duration=self.segmenter.duration, shot_prior=self.segmenter.shot_prior)
+                                         duration=self.segmenter.duration, shot_prior=self.scorer.shot_prior)
         return events

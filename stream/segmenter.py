@@ -187,7 +187,6 @@ class OnlineSegmenter:
         if duration is not None and duration <= 0:
             raise ValueError("duration must be positive")
         self.queries, self.config, self.stream, self.duration = list(queries), config, stream, duration
-        self.shot_prior = shot_prior
         # At the budget itself, not the share paced for: a level that follows the pacing swings the kept time
         # and cost 8-12 F1 points live on the synthetic benchmark.
         self._prior_level = (shot_prior.level(config.budget, config.lookahead)
