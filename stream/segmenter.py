@@ -11,13 +11,16 @@ Segments then get a minimum length, gap merging and an absolute gate on the cali
 Budget mode keeps a share of the time. Over a stream of known duration (a file) the kept time is held
 within BUDGET_RANGE of budget x duration; with no known end (a camera) the level is paced against budget x
 elapsed time, and the kept time never passes BUDGET_RANGE's upper share of the time elapsed plus
-PACE_HORIZON seconds. Frame by frame, the thresholds follow running quantiles of z at that level.
+PACE_HORIZON seconds. Frame by frame, the thresholds follow running quantiles of z at that level, so they
+follow the spending too.
 With a lookahead and the frames' embeddings, budget mode decides by shots instead, as a summary's budget
 is best spent (the knapsack of the summarization protocol, online): shot cuts come from KTS over the
 frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the whole shot is decided, and that
 decision holds until the next cut. A shot is kept when its value per second of budget (its mean
 probability over its buffered frames, divided by its length, or by the time buffered while its end is not
 in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
+That ranking does not follow the spending, so decisions by shots are held to the elapsed time's cap on a
+file too: a budget spent on the first minute's shots would leave every later moment unannounced.
 The first shots have too few others to rank against. A trained scorer's checkpoint brings the shots its
 training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the
 budget's share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
@@ -365,12 +368,15 @@ class OnlineSegmenter:
 
     def _held_to_budget(self, t: float, z: np.ndarray, on: np.ndarray) -> np.ndarray:
         """The decided states, within the budget's range: nothing more is kept once the upper bound is reached
-        (its share of the stream's duration, or with no known end of the time elapsed plus PACE_HORIZON
-        seconds), and over a known duration, once only the time needed to reach the lower bound is left, the
-        best-matching query is kept (the user summaries of the protocol fill their budget too)."""
+        (its share of the stream's duration, and with no known end or by shots, its share of the time elapsed
+        plus PACE_HORIZON seconds), and over a known duration, once only the time needed to reach the lower bound
+        is left, the best-matching query is kept (the user summaries of the protocol fill their budget too)."""
         kept = self._kept_time(t)
-        span = self.duration - self._first_t if self.duration is not None else t - self._first_t + PACE_HORIZON
+        paced = t - self._first_t + PACE_HORIZON
+        span = self.duration - self._first_t if self.duration is not None else paced
         low, high = (share * self.config.budget * span for share in BUDGET_RANGE)
+        if self._by_shots:  # a shot's ranking does not follow the spending, as quantiles do: on a file too
+            high = min(high, BUDGET_RANGE[1] * self.config.budget * paced)
         if kept + self._frame_interval() > high + EPS:  # keeping this frame would pass the upper bound
             return np.zeros_like(on)
         if self.duration is not None and not on.any() and kept + (self.duration - t) < low:

@@ -270,6 +270,25 @@ def test_budget_over_a_known_duration_keeps_whole_shots_from_cut_to_cut():
     assert [(t, e.type) for t, e in log] == [(start + config.min_length + 8.0, "new"), (end + config.merge_gap + 8.0, "end")]
 
 
+def test_budget_by_shots_over_a_file_is_spent_as_time_passes():
+    """A file whose every shot matches: the first shots do not spend the whole budget, since the kept time by
+    shots never passes 1.1x budget x (elapsed + PACE_HORIZON), on a file as on a camera; the last minute's
+    matching shots are still kept and announced, and the whole file keeps its budget."""
+    from cliplive.stream.segmenter import BUDGET_RANGE, PACE_HORIZON
+
+    embeddings, bounds = scenes([4.0] * 45)
+    duration, budget = bounds[-1][1], 0.15
+    config = replace(UNGATED, budget=budget, lookahead=8.0)
+    segmenter, log = run(np.full(len(embeddings), 2.0), config, embeddings=embeddings, duration=duration)
+    kept = np.zeros(len(embeddings), bool)
+    for s in segmenter.segments:
+        kept[round(s.start * FPS) : round(s.end * FPS)] = True
+    elapsed = np.arange(1, len(kept) + 1) / FPS
+    assert (np.cumsum(kept) / FPS <= BUDGET_RANGE[1] * budget * (elapsed + PACE_HORIZON) + 1e-6).all()
+    assert BUDGET_RANGE[0] * budget <= kept.mean() <= BUDGET_RANGE[1] * budget
+    assert any(e.type == "new" and e.start >= duration - 60 for _, e in log), [s.start for s in segmenter.segments]
+
+
 def test_an_embedding_comes_with_every_frame_or_none():
     segmenter = OnlineSegmenter(["q"], SegmenterConfig(budget=0.15, lookahead=2.0), duration=60.0)
     segmenter.push(0.0, np.zeros(1), np.ones(4))
