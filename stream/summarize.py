@@ -6,7 +6,8 @@ stream runs it -> decisions, one of two ways:
 - offline (the default, `lookahead=None`): the whole file is known. Each query's logits are normalised
   against the file's frames that do not match it (not running statistics); without a budget, each query
   keeps the stretches that hold the close threshold and reach the open one somewhere (hysteresis both
-  ways in time); with one, the stretches above a single level, the lowest whose kept time fits the budget. A segment whose
+  ways in time); with one, the budget is shared out among the queries, each up to the time it matches, and
+  each query keeps its stretches above the lowest level whose kept time fits its share. A segment whose
   peak probability is below the gate (`SegmenterConfig.min_score`) is never kept: a query that matches
   nothing stays silent. On the demo montage this beats KTS shots + knapsack (`shots=True`, the CLIP-It
   paper's own rule, kept as such) at filling a budget with the right sentence, and needs no O(n^2) KTS.
@@ -21,8 +22,10 @@ pseudo-queries needs the whole file.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +46,7 @@ Progress = Callable[[float], None]
 PSEUDO_QUERIES = 3  # sentences derived from the video itself when none is given
 PSEUDO_QUERY_TEMPLATE = "a photo of a {}."
 BUDGET_SEARCH_STEPS = 50  # bisection steps for the z level that fits a budget: far finer than z differences
+SHARE_SEARCH_STEPS = 30  # bisection steps for the queries' share of a budget: far under a frame's duration
 
 
 @dataclass
@@ -204,24 +208,23 @@ def offline_segments(
     times: np.ndarray, relevance: np.ndarray, labels: list[str], duration: float, config: SegmenterConfig, stream: str
 ) -> list[dict]:
     """The summary with the whole file known (module docstring). Each query's logits are z against the
-    file's frames that do not match it (`background_z`). Kept: the stretches
-    that hold `close_threshold` and reach `open_threshold`; with a budget, those above one level, the
-    lowest whose kept time (any query's) fits the budget. The gate drops a stretch whose peak probability
-    stays under `config.min_score`. Ids count the segments from 1."""
+    file's frames that do not match it (`background_z`). Kept: the stretches that hold `close_threshold`
+    and reach `open_threshold`; with a budget, each query's share of it (`budget_runs`). The gate drops a
+    stretch whose peak probability stays under `config.min_score`. Ids count the segments from 1."""
     z = background_z(relevance, config)
     matches = probability(relevance)
     ends = np.maximum(np.append(times[1:], duration), times)  # a frame lasts until the next one (or the end)
 
-    def runs_at(open_at: float, close_below: float) -> list[tuple[int, int, int]]:
-        return [(q, start, stop) for q in range(len(labels))
-                for start, stop in hysteresis_runs(z[:, q], times, ends, open_at, close_below, config)
+    def runs_at(q: int, open_at: float, close_below: float) -> list[tuple[int, int, int]]:
+        return [(q, start, stop) for start, stop in hysteresis_runs(z[:, q], times, ends, open_at, close_below, config)
                 if matches[start:stop, q].max() >= config.min_score]
 
-    if config.budget:  # one level: hysteresis would drop a stretch whole before its edges could go
-        runs = budget_runs(lambda level: runs_at(level, level), times, ends, config.budget * duration,
-                           (z.min() - 1.0, z.max() + 1.0))
+    if config.budget:  # open = close = a query's level: hysteresis would drop a stretch whole before its edges
+        gated = passes_gate(relevance, config.min_score) if config.min_score > 0 else np.ones(relevance.shape, bool)
+        runs = budget_runs(lambda q, level: runs_at(q, level, level), (ends - times) @ gated, z, times, ends,
+                           config.budget * duration, (z.min() - 1.0, z.max() + 1.0))
     else:
-        runs = runs_at(config.open_threshold, config.close_threshold)
+        runs = [run for q in range(len(labels)) for run in runs_at(q, config.open_threshold, config.close_threshold)]
     segments = []
     for number, (q, start, stop) in enumerate(sorted(runs, key=lambda run: (run[1], run[0])), 1):
         best = start + int(matches[start:stop, q].argmax())
@@ -267,26 +270,84 @@ def hysteresis_runs(
 
 
 def budget_runs(
-    runs_at: Callable[[float], list[tuple[int, int, int]]],
+    runs_at: Callable[[int, float], list[tuple[int, int, int]]],
+    matching: np.ndarray,
+    z: np.ndarray,
     times: np.ndarray,
     ends: np.ndarray,
     seconds: float,
     levels: tuple[float, float],
 ) -> list[tuple[int, int, int]]:
-    """`runs_at(level)` at the least level between `levels` (all kept, nothing kept) whose kept time fits
-    `seconds`, found by bisection: a higher level only ever shrinks or drops runs, so kept time falls."""
+    """Every query's `runs_at(q, level)`, the budget of `seconds` shared out among the queries.
+
+    Each query gets an equal share, but no more than the seconds it matches (`matching`, per query), and
+    what one leaves goes to the others; the shares are the largest whose kept time together (a second two
+    queries share counts once) fits `seconds`. If all that every query matches fits with time to spare, the
+    shares are equal, without that cap (a query's stretches then grow past what it matches, as a single
+    query's do to fill its budget). A query's runs for a share are those at the least level between
+    `levels` (all kept, nothing kept) whose kept time fits it, found by bisection: a higher level only ever
+    shrinks or drops runs, so kept time falls, and it falls as a share shrinks."""
 
     def kept(runs: list[tuple[int, int, int]]) -> float:
-        covered = np.zeros(len(times), dtype=bool)  # a second two queries share is kept once
+        covered = np.zeros(len(times), dtype=bool)
         for _, start, stop in runs:
             covered[start:stop] = True
         return float((ends - times)[covered].sum())
 
-    low, high = levels
-    for _ in range(BUDGET_SEARCH_STEPS):
+    @functools.cache
+    def fitted(q: int, share: float) -> list[tuple[int, int, int]]:
+        low, high = levels
+        for _ in range(BUDGET_SEARCH_STEPS):
+            middle = (low + high) / 2
+            low, high = (low, middle) if kept(runs_at(q, middle)) <= share + EPS else (middle, high)
+        return runs_at(q, high)
+
+    def shared(share: float, caps: np.ndarray) -> dict[int, list[tuple[int, int, int]]]:
+        return {q: fitted(q, float(min(share, cap))) for q, cap in enumerate(caps)}
+
+    def together(by_query: dict[int, list[tuple[int, int, int]]]) -> list[tuple[int, int, int]]:
+        return [run for q in sorted(by_query) for run in by_query[q]]
+
+    caps = matching if kept(together(shared(seconds, matching))) > seconds + EPS else np.full(len(matching), seconds)
+    low, high = 0.0, seconds
+    for _ in range(SHARE_SEARCH_STEPS):
         middle = (low + high) / 2
-        low, high = (low, middle) if kept(runs_at(middle)) <= seconds + EPS else (middle, high)
-    return runs_at(high)
+        low, high = (middle, high) if kept(together(shared(middle, caps))) <= seconds + EPS else (low, middle)
+    return extended(together(shared(low, caps)), caps, z, times, ends, seconds)
+
+
+def extended(runs: list[tuple[int, int, int]], caps: np.ndarray, z: np.ndarray, times: np.ndarray, ends: np.ndarray,
+             seconds: float) -> list[tuple[int, int, int]]:
+    """The runs grown a frame at a time into the frames next to them that no run keeps, while the kept time
+    fits `seconds` and each query's fits its cap: the frame of the query that keeps the least so far first,
+    then the frame of highest z. Kept time at a level moves in steps (a stretch appears whole, at least
+    min_length long), so the shares of a budget can leave room that no level fills."""
+    runs = list(runs)
+    lengths = ends - times
+    covered = np.zeros(len(times), dtype=bool)
+    for _, start, stop in runs:
+        covered[start:stop] = True
+    while True:
+        room = seconds - float(lengths[covered].sum())
+        served = defaultdict(float)
+        for q, start, stop in runs:
+            served[q] += float(lengths[start:stop].sum())
+        edges = [(served[q], -z[frame, q], i, frame) for i, (q, start, stop) in enumerate(runs)
+                 for frame in (start - 1, stop) if 0 <= frame < len(times) and not covered[frame]
+                 and lengths[frame] <= min(room, caps[q] - served[q]) + EPS]
+        if not edges:
+            break
+        _, _, i, frame = min(edges)
+        q, start, stop = runs[i]
+        runs[i] = (q, min(start, frame), max(stop, frame + 1))
+        covered[frame] = True
+    merged: list[tuple[int, int, int]] = []  # a query's two runs that grew to touch are one
+    for q, start, stop in sorted(runs):
+        if merged and merged[-1][0] == q and merged[-1][2] >= start:
+            merged[-1] = (q, merged[-1][1], max(stop, merged[-1][2]))
+        else:
+            merged.append((q, start, stop))
+    return merged
 
 
 def shot_segments(
