@@ -288,11 +288,10 @@ def budget_runs(
     `levels` (all kept, nothing kept) whose kept time fits it, found by bisection: a higher level only ever
     shrinks or drops runs, so kept time falls, and it falls as a share shrinks."""
 
+    lengths = ends - times
+
     def kept(runs: list[tuple[int, int, int]]) -> float:
-        covered = np.zeros(len(times), dtype=bool)
-        for _, start, stop in runs:
-            covered[start:stop] = True
-        return float((ends - times)[covered].sum())
+        return float(lengths[covered_by(runs, len(times))].sum())
 
     @functools.cache
     def fitted(q: int, share: float) -> list[tuple[int, int, int]]:
@@ -316,6 +315,14 @@ def budget_runs(
     return extended(together(shared(low, caps)), caps, z, times, ends, seconds)
 
 
+def covered_by(runs: list[tuple[int, int, int]], n: int) -> np.ndarray:
+    """Which of n frames some run keeps (a frame two queries share is kept once)."""
+    covered = np.zeros(n, dtype=bool)
+    for _, start, stop in runs:
+        covered[start:stop] = True
+    return covered
+
+
 def extended(runs: list[tuple[int, int, int]], caps: np.ndarray, z: np.ndarray, times: np.ndarray, ends: np.ndarray,
              seconds: float) -> list[tuple[int, int, int]]:
     """The runs grown a frame at a time into the frames next to them that no run keeps, while the kept time
@@ -324,14 +331,12 @@ def extended(runs: list[tuple[int, int, int]], caps: np.ndarray, z: np.ndarray, 
     min_length long), so the shares of a budget can leave room that no level fills."""
     runs = list(runs)
     lengths = ends - times
-    covered = np.zeros(len(times), dtype=bool)
-    for _, start, stop in runs:
-        covered[start:stop] = True
+    covered = covered_by(runs, len(times))
+    room = seconds - float(lengths[covered].sum())
+    served: defaultdict[int, float] = defaultdict(float)  # seconds each query keeps
+    for q, start, stop in runs:
+        served[q] += float(lengths[start:stop].sum())
     while True:
-        room = seconds - float(lengths[covered].sum())
-        served = defaultdict(float)
-        for q, start, stop in runs:
-            served[q] += float(lengths[start:stop].sum())
         edges = [(served[q], -z[frame, q], i, frame) for i, (q, start, stop) in enumerate(runs)
                  for frame in (start - 1, stop) if 0 <= frame < len(times) and not covered[frame]
                  and lengths[frame] <= min(room, caps[q] - served[q]) + EPS]
@@ -341,6 +346,8 @@ def extended(runs: list[tuple[int, int, int]], caps: np.ndarray, z: np.ndarray, 
         q, start, stop = runs[i]
         runs[i] = (q, min(start, frame), max(stop, frame + 1))
         covered[frame] = True
+        room -= float(lengths[frame])
+        served[q] += float(lengths[frame])
     merged: list[tuple[int, int, int]] = []  # a query's two runs that grew to touch are one
     for q, start, stop in sorted(runs):
         if merged and merged[-1][0] == q and merged[-1][2] >= start:
