@@ -9,8 +9,8 @@ the decision about the frame at t may use frames up to t + L.
 - L finite: each video's frame scores and features are pushed, in order, through the online segmenter in
   budget mode (15% of the time) with lookahead L, as a file replayed live is: decisions wait for at most L
   seconds of frames, and the segmenter knows the video's duration, so the kept time holds to the budget on
-  every video (`segmenter.BUDGET_RANGE`). At L = 0 it decides frame by frame (hysteresis); at L > 0 by
-  shots it cuts online from the features, ranking its first shots against a prior level where the row has
+  every video (`segmenter.BUDGET_RANGE`). At L = 0 it decides frame by frame (a frame matches at probability
+  0.5); at L > 0 by shots it cuts online from the features, ranking its first shots against a prior level where the row has
   one: a checkpoint's (`ShotPrior`, recorded by `train` from its training videos), and for the annotators'
   row the same record of the split's training videos' annotator scores (`shot_prior`). Its segments are
   the machine summary. With `live` the segmenter is not told the duration, as for a camera:

@@ -8,26 +8,31 @@ starting from the state already decided, and keeps its first step (fixed-lag Vit
 plain hysteresis. The future places boundaries and judges whole stretches instead of blurring the scores.
 Segments then get a minimum length, gap merging and an absolute gate on the calibrated probability.
 
-Budget mode keeps a share of the time. Over a stream of known duration (a file) the kept time is held
-within BUDGET_RANGE of budget x duration; with no known end (a camera) the level is paced against budget x
-elapsed time, and the kept time never passes BUDGET_RANGE's upper share of the time elapsed plus
-PACE_HORIZON seconds. Frame by frame, the thresholds follow running quantiles of z at that level, so they
-follow the spending too.
+Budget mode keeps a share of the time. The kept time never passes BUDGET_RANGE's upper share of the time
+elapsed plus PACE_HORIZON seconds, so that a budget spent on the first minute's matches does not leave every
+later moment unannounced; over a stream of known duration (a file) it also stays within BUDGET_RANGE of
+budget x duration, the best-matching query filling the time still needed to reach the lower bound near the
+end. Each query not kept yet has `min_length` seconds of that room held for it, so that a first sentence that
+matches all along does not leave the others unannounced. Frame by frame, a query keeps the frames whose
+calibrated probability reaches MATCH (the calibration's own boundary), as long as the budget has room: on the
+synthetic benchmark that is 4-15 F1 points above hysteresis at running quantiles of z (docs/reproduce.md).
 With a lookahead and the frames' embeddings, budget mode decides by shots instead, as a summary's budget
 is best spent (the knapsack of the summarization protocol, online): shot cuts come from KTS over the
 frames of the last SHOT_CONTEXT seconds and the lookahead; at each cut the whole shot is decided, and that
 decision holds until the next cut. A shot is kept when its value per second of budget (its mean
 probability over its buffered frames, divided by its length, or by the time buffered while its end is not
 in sight) reaches the level at which the shots seen so far, best first, would fill the budget's share.
-That ranking does not follow the spending, so decisions by shots are held to the elapsed time's cap on a
-file too: a budget spent on the first minute's shots would leave every later moment unannounced.
+A shot whose end is not in sight and of which less than SHOT_EVIDENCE seconds are buffered is too little
+known to be judged whole: its frames are decided one by one, as without a lookahead, so that a short
+lookahead is never worse than none.
 The first shots have too few others to rank against. A trained scorer's checkpoint brings the shots its
 training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the
 budget's share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
-SHOT_WARMUP shots is kept when its mean probability reaches SHOT_MATCH. A matching shot left for its low
-value still gets its first `min_length` seconds, so that no matching moment goes unannounced. On the
-synthetic benchmark, deciding by shots lifts F1 at 2 and 8 s by 3-11 points over the fixed-lag Viterbi,
-and the prior level up to 7 more at 8 s (docs/reproduce.md).
+SHOT_WARMUP shots is kept when its mean probability reaches MATCH. A matching shot left for its low value
+still gets `min_length` seconds from its first matching frame, and whole shots leave the last `min_length`
+seconds of the budget's room to these, so that no matching moment goes unannounced. On the synthetic
+benchmark, deciding by shots (the prior level included) lifts F1 at 8 s by 4-12 points over deciding frame by
+frame (docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -45,15 +49,15 @@ from cliplive.stream.events import HighlightEvent, Segment, segment_id
 
 EPS = 1e-9  # seconds: slack for float timestamps (0.1 + 0.2 != 0.3)
 STD_FLOOR = 1e-3  # logits: keeps z finite when a query's history is constant
-BUDGET_CLOSE_FACTOR = 1.25  # budget mode's hysteresis: opens at the (1 - R) quantile, closes at the (1 - 1.25 R) one
 BUDGET_RANGE = (0.9, 1.1)  # stream of known duration: kept time stays within these multiples of budget x duration
 # Unknown end: a kept-time surplus or deficit of budget x this many seconds moves the level e-fold, and the
 # kept time stays under BUDGET_RANGE's upper share of (elapsed + this many seconds).
 PACE_HORIZON = 20.0
-PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the budget's quantile level
+PACE_LIMITS = (0.25, 4.0)  # how far pacing may scale the level of a shot ranking
 RECENT_INTERVALS = 64  # frame intervals kept to guess the last frame's duration at close()
 SHOT_CONTEXT = 20.0  # seconds of decided frames that online shot cuts look back over (KTS is quadratic in frames)
-SHOT_MATCH = 0.5  # mean probability at which a shot matches (the calibration's own boundary)
+MATCH = 0.5  # budget mode: probability at which a frame, or a shot's mean, matches (the calibration's own boundary)
+SHOT_EVIDENCE = 4.0  # seconds of a shot buffered (or all of it) before it is judged whole
 SHOT_WARMUP = 10  # shots seen before their values per second rank a new one; until then its probability decides
 SHOT_PRIOR_WEIGHT = 5.0  # shots of the stream's own ranking that the level of a `ShotPrior` is worth
 
@@ -109,33 +113,6 @@ class RunningStats:
         own_spread = w * self.prior_std**2 + self.m2
         std, own_std = (np.sqrt(np.maximum(s / (w + n), STD_FLOOR**2)) for s in (spread, own_spread))
         return (x - mean) / std, (x - self.mean) / own_std
-
-
-class RunningQuantile:
-    """Quantiles of every value seen: a sorted list (hours of 2 fps frames are a few MB)."""
-
-    def __init__(self, seed: list[float]):
-        self.values = sorted(seed)
-
-    def add(self, x: float) -> None:
-        bisect.insort(self.values, x)
-
-    def __call__(self, q: float) -> float:
-        """Linear interpolation between order statistics, as numpy's default."""
-        pos = min(max(q, 0.0), 1.0) * (len(self.values) - 1)
-        low = int(pos)
-        high = min(low + 1, len(self.values) - 1)
-        return self.values[low] + (pos - low) * (self.values[high] - self.values[low])
-
-
-def prior_max_z(queries: int, weight: float) -> list[float]:
-    """Pseudo-history for budget mode: evenly spaced quantiles of the max of `queries` standard normals.
-
-    That is what max_q z looks like while logits follow the prior, so budget thresholds are sensible from
-    the first frame and move to the video's own distribution as frames arrive.
-    """
-    count = round(weight)
-    return [NormalDist().inv_cdf(((i + 0.5) / count) ** (1 / queries)) for i in range(count)]
 
 
 def probability(logit: np.ndarray) -> np.ndarray:
@@ -195,16 +172,21 @@ class OnlineSegmenter:
         self._prior_level = (shot_prior.level(config.budget, config.lookahead)
                              if shot_prior is not None and config.budget is not None and config.lookahead > 0 else None)
         self._stats = RunningStats(len(queries), config.prior_mean, config.prior_std, config.prior_weight)
-        self._budget = (
-            None if config.budget is None else RunningQuantile(prior_max_z(len(queries), config.prior_weight))
-        )
         self._pending: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()  # undecided frames (the lookahead)
         self._by_shots: bool | None = None  # decide by shots (budget, lookahead, embeddings): set at the first frame
         self._context: deque[tuple[float, np.ndarray]] = deque()  # decided frames' embeddings, last SHOT_CONTEXT s
         self._shot_values: list[tuple[float, float]] = []  # (-value per second, seconds) of the shots seen: best first
         self._on = np.zeros(len(queries), dtype=bool)  # each query's decided state of the last decided frame
-        self._shot_until = np.full(len(queries), np.inf)  # by shots: each query's kept part of its shot ends here
+        # By shots: whether the shot's end was in sight at its cut, and whether it is decided frame by frame (too
+        # little of it known); per query, whether it is kept whole, or left but for a teaser still to come at its
+        # first matching frame, and when that teaser ends.
+        self._shot_end_unseen = False
+        self._shot_by_frame = False
+        self._shot_kept = np.zeros(len(queries), dtype=bool)
+        self._shot_teaser = np.zeros(len(queries), dtype=bool)
+        self._teaser_until = np.full(len(queries), -np.inf)
         self._first_t: float | None = None  # time of the first decided frame
+        self._first_kept_at = np.full(len(queries), np.inf)  # budget mode: each query's first kept frame
         self._kept = 0.0  # seconds of ended segments (their union, as they end in time order) ...
         self._kept_until = -math.inf  # ... up to here
         self._tracks: list[_Track | None] = [None] * len(queries)
@@ -292,38 +274,28 @@ class OnlineSegmenter:
         return np.where(passes_gate(raw, self.config.min_score), against_prior, np.minimum(against_prior, against_history))
 
     def _decide(self) -> list[HighlightEvent]:
-        """Decide about the oldest pending frame: from the best on/off path over every buffered frame, or by
-        its shot."""
-        z = self._normalised(np.array([r for _, r, _ in self._pending]))
+        """Decide about the oldest pending frame: from the best on/off path over every buffered frame, in budget
+        mode by its probability or by its shot."""
         t, raw, embedding = self._pending[0]
         if self._first_t is None:
             self._first_t = t
-        if self._budget is not None:
-            self._budget.add(float(z[0].max()))  # any query's segment is kept time: the quantiles are of the max
-        if self._by_shots:
-            self._on = self._shot_states(t)
+        if self.config.budget is None:
+            z = self._normalised(np.array([r for _, r, _ in self._pending]))
+            self._on = first_states(z - (self.config.open_threshold + self.config.close_threshold) / 2,
+                                    (self.config.open_threshold - self.config.close_threshold) / 2, self._on)
+        elif self._by_shots:
+            self._on = self._held_to_budget(t, raw, self._shot_states(t))
             self._context.append((t, embedding))
             while self._context[0][0] < t - SHOT_CONTEXT - EPS:
                 self._context.popleft()
         else:
-            open_at, close_below = self._thresholds(t)
-            self._on = first_states(z - (open_at + close_below) / 2, (open_at - close_below) / 2, self._on)
+            self._on = self._held_to_budget(t, raw, probability(raw) >= MATCH)
         self._pending.popleft()
-        if self._budget is not None:
-            self._on = self._held_to_budget(t, z[0], self._on)
         scores = probability(raw)
         events: list[HighlightEvent] = []
         for q in range(len(self.queries)):
             events += self._step(q, t, bool(self._on[q]), float(scores[q]))
         return events
-
-    def _thresholds(self, t: float) -> tuple[float, float]:
-        """Open and close thresholds on z: the configured ones, or in budget mode the running quantiles at the
-        budget's level."""
-        if self._budget is None:
-            return self.config.open_threshold, self.config.close_threshold
-        level = self._level(t)
-        return self._budget(1 - level), self._budget(1 - BUDGET_CLOSE_FACTOR * level)
 
     def _level(self, t: float) -> float:
         """The share of time to keep: the budget; with no known end, scaled by how far the kept time is behind
@@ -335,52 +307,74 @@ class OnlineSegmenter:
         return level
 
     def _shot_states(self, t: float) -> np.ndarray:
-        """Budget mode by shots: at a cut, whether each query keeps the shot that starts at t; else the state
-        holds. The shot ends at the next cut among the buffered frames, or is known up to the last of them."""
+        """Budget mode by shots: at a cut, how each query decides the shot that starts at t (module docstring);
+        else that decision holds. The shot ends at the next cut among the buffered frames, or is known up to the
+        last of them (to the stream's end at close())."""
         times = [u for u, _ in self._context] + [u for u, _, _ in self._pending]
         first = len(self._context)  # t's place in the window
         end_t = times[-1] + self._frame_interval()
         cuts = shot_change_points(np.array([e for _, e in self._context] + [e for _, _, e in self._pending]),
                                   end_t - times[0])
-        if first and first not in cuts:
-            return self._on & (t < self._shot_until - EPS)
-        later = cuts[cuts > first]
-        stop = int(later[0]) if len(later) else len(times)
-        match = probability(np.array([r for _, r, _ in self._pending][: stop - first])).mean(axis=0)
-        seconds = (times[stop] if stop < len(times) else end_t) - t
-        value = match / max(seconds, EPS)
-        seen = len(self._shot_values)
-        if self._prior_level is not None:
-            on = value >= (SHOT_PRIOR_WEIGHT * self._prior_level + seen * self._value_level(t)) / (SHOT_PRIOR_WEIGHT + seen)
+        if not first or first in cuts:
+            later = cuts[cuts > first]
+            stop = int(later[0]) if len(later) else len(times)
+            match = probability(np.array([r for _, r, _ in self._pending][: stop - first])).mean(axis=0)
+            seconds = (times[stop] if stop < len(times) else end_t) - t
+            value = match / max(seconds, EPS)
+            seen = len(self._shot_values)
+            if self._prior_level is not None:
+                on = value >= (SHOT_PRIOR_WEIGHT * self._prior_level + seen * self._value_level(t)) / (SHOT_PRIOR_WEIGHT + seen)
+            else:
+                on = match >= MATCH if seen < SHOT_WARMUP else value >= self._value_level(t)
+            bisect.insort(self._shot_values, (-float(value.max()), seconds))
+            self._shot_end_unseen = stop == len(times) and not self._closed
+            self._shot_by_frame = self._shot_end_unseen and seconds < SHOT_EVIDENCE - EPS
+            self._shot_kept = on
+            # A matching shot too long for its value is still announced: min_length seconds from its first
+            # matching frame, the shortest a segment can be (an alert needs it; the budget is better spent on
+            # shorter shots).
+            self._shot_teaser = ~on & (match >= MATCH)
+            self._teaser_until[:] = -np.inf
         else:
-            on = match >= SHOT_MATCH if seen < SHOT_WARMUP else value >= self._value_level(t)
-        # A matching shot too long for its value is still announced: its first min_length seconds are kept, the
-        # shortest a segment can be (an alert needs it; the budget is better spent on shorter shots).
-        teaser = ~on & (match >= SHOT_MATCH)
-        self._shot_until = np.where(teaser, t + self.config.min_length, np.inf)
-        bisect.insort(self._shot_values, (-float(value.max()), seconds))
-        return on | teaser
+            self._shot_kept &= self._on  # a kept shot the budget cut short stays cut
+        if self._shot_end_unseen and self._kept_time(t) + self._frame_interval() > self._upper_bound(t) - self.config.min_length + EPS:
+            self._shot_kept[:] = False  # a shot kept before its end was in sight leaves the last min_length s to teasers
+        matching = probability(self._pending[0][1]) >= MATCH
+        starts = self._shot_teaser & matching
+        self._teaser_until[starts] = t + self.config.min_length
+        self._shot_teaser &= ~starts
+        return matching if self._shot_by_frame else self._shot_kept | (t < self._teaser_until - EPS)
 
     def _value_level(self, t: float) -> float:
         """The value per second at which the shots seen so far, best first, fill the budget's share of their time
         (the greedy knapsack's last pick)."""
         return fill_level(self.shot_values, self._level(t))
 
-    def _held_to_budget(self, t: float, z: np.ndarray, on: np.ndarray) -> np.ndarray:
-        """The decided states, within the budget's range: nothing more is kept once the upper bound is reached
-        (its share of the stream's duration, and with no known end or by shots, its share of the time elapsed
-        plus PACE_HORIZON seconds), and over a known duration, once only the time needed to reach the lower bound
-        is left, the best-matching query is kept (the user summaries of the protocol fill their budget too)."""
+    def _upper_bound(self, t: float) -> float:
+        """Most seconds the budget may have kept by t: its upper share of the time elapsed plus PACE_HORIZON, and
+        of the stream's duration where known."""
+        high = BUDGET_RANGE[1] * self.config.budget * (t - self._first_t + PACE_HORIZON)
+        return high if self.duration is None else min(high, BUDGET_RANGE[1] * self.config.budget * (self.duration - self._first_t))
+
+    def _held_to_budget(self, t: float, raw: np.ndarray, on: np.ndarray) -> np.ndarray:
+        """The decided states, within the budget's range: nothing more is kept once the upper bound is reached,
+        less the room held for the queries not kept yet, and over a known duration, once only the time needed to
+        reach the lower bound is left, the best-matching query is kept (the user summaries of the protocol fill
+        their budget too)."""
         kept = self._kept_time(t)
-        paced = t - self._first_t + PACE_HORIZON
-        span = self.duration - self._first_t if self.duration is not None else paced
-        low, high = (share * self.config.budget * span for share in BUDGET_RANGE)
-        if self._by_shots:  # a shot's ranking does not follow the spending, as quantiles do: on a file too
-            high = min(high, BUDGET_RANGE[1] * self.config.budget * paced)
-        if kept + self._frame_interval() > high + EPS:  # keeping this frame would pass the upper bound
+        upper = self._upper_bound(t) - self._frame_interval() + EPS  # most kept time before t that leaves room for t
+        if kept > upper:
             return np.zeros_like(on)
+        low = BUDGET_RANGE[0] * self.config.budget * (self.duration - self._first_t) if self.duration is not None else 0.0
+        unkept = np.isinf(self._first_kept_at)
         if self.duration is not None and not on.any() and kept + (self.duration - t) < low:
-            return z >= z.max()
+            on = raw >= raw.max()
+        else:
+            # Each query not yet kept has min_length seconds of the room held for it, and its first min_length
+            # seconds may use them: a stream whose first sentence matches all along still announces the others.
+            reserve = self.config.min_length * (unkept.sum() - unkept)
+            on = on & ((t < self._first_kept_at + self.config.min_length - EPS) | (kept <= upper - reserve))
+        self._first_kept_at[on & unkept] = t
         return on
 
     def _frame_interval(self) -> float:

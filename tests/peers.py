@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import select
 import shutil
 import signal
@@ -42,8 +41,11 @@ class RtspServer:
         return f"rtsp://127.0.0.1:{self.port}{mount}"
 
     def start(self) -> RtspServer:
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port), str(self.video), *self.mounts],
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+        # setpriv sets PR_SET_PDEATHSIG (the kernel kills the server if the test process dies without cleaning
+        # up) and execs it: no Python runs in the forked child, where a garbage collection freeing PyAV's
+        # threaded contexts would hang forever.
+        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port),
+                                      str(self.video), *self.mounts], stdout=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 20)
         line = self.proc.stdout.readline() if ready else ""
         if line.strip() != "ready":
@@ -66,8 +68,3 @@ class RtspServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # a test may have paused it
         self.kill()
-
-
-def die_with_parent() -> None:
-    """In a server child: the kernel kills it if the test process dies without cleaning up (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
