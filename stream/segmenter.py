@@ -29,10 +29,10 @@ The first shots have too few others to rank against. A trained scorer's checkpoi
 training videos gave at each lookahead (`models.shots.ShotPrior`): the level at which they fill the
 budget's share is worth SHOT_PRIOR_WEIGHT shots of the stream's own ranking. Without it, each of the first
 SHOT_WARMUP shots is kept when its mean probability reaches MATCH. A matching shot left for its low value
-still gets `min_length` seconds from its first matching frame, and whole shots leave the last `min_length`
-seconds of the budget's room to these, so that no matching moment goes unannounced. On the synthetic
-benchmark, deciding by shots (the prior level included) lifts F1 at 8 s by 4-12 points over deciding frame by
-frame (docs/reproduce.md).
+still gets `min_length` seconds from its first matching frame once the budget has that room, and whole shots
+leave the last `min_length` seconds of the budget's room to these, so that no matching moment goes
+unannounced. On the synthetic benchmark, deciding by shots (the prior level included) lifts F1 at 8 s by 4-12
+points over deciding frame by frame (docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -340,7 +340,9 @@ class OnlineSegmenter:
         if self._shot_end_unseen and self._kept_time(t) + self._frame_interval() > self._upper_bound(t) - self.config.min_length + EPS:
             self._shot_kept[:] = False  # a shot kept before its end was in sight leaves the last min_length s to teasers
         matching = probability(self._pending[0][1]) >= MATCH
-        starts = self._shot_teaser & matching
+        # A teaser starts once the budget has its min_length of room: the paced bound grows as time passes.
+        room = self._kept_time(t) + self.config.min_length <= self._upper_bound(t) + EPS
+        starts = self._shot_teaser & matching & room
         self._teaser_until[starts] = t + self.config.min_length
         self._shot_teaser &= ~starts
         return matching if self._shot_by_frame else self._shot_kept | (t < self._teaser_until - EPS)

@@ -462,6 +462,24 @@ def test_a_prior_level_ranks_the_first_shots_by_value_per_second():
     assert ranked.shot_values[0] == pytest.approx((short_value, 3.0))
 
 
+def test_a_teaser_waits_for_the_budgets_room_while_its_shot_matches():
+    """A matching shot left for its value, when the paced bound has less than min_length of room, is announced
+    once the bound has grown by enough, while its frames still match."""
+    from cliplive.stream.segmenter import BUDGET_RANGE, PACE_HORIZON
+
+    embeddings, bounds = scenes([5, 8, 4, 3, 6, 5])
+    values = signal(len(embeddings), bounds[1], bounds[3], low=-3.0, high=2.0)
+    budget = 0.03  # live: 1.1 x budget x (5 s + PACE_HORIZON) is under min_length when the long scene starts
+    config = SegmenterConfig(budget=budget, lookahead=8.0, min_score=0.5)
+    short_value, long_value = (probability(2.0) / (end - start) for start, end in (bounds[3], bounds[1]))
+    prior = ShotPrior({8.0: [[((short_value + long_value) / 2, 1.0)]]})
+    segmenter, log = run(values, config, embeddings=embeddings, shot_prior=prior)
+    room_at = (config.min_length / (BUDGET_RANGE[1] * budget)) - PACE_HORIZON  # when the bound reaches min_length
+    (start, end), = [(s.start, s.end) for s in segmenter.segments]
+    assert bounds[1][0] < room_at <= start <= room_at + 1 / FPS and end == start + config.min_length <= bounds[1][1]
+    assert [e.type for _, e in log] == ["new", "end"]
+
+
 def test_a_shot_prior_gives_the_median_video_level_at_the_nearest_lookahead():
     prior = ShotPrior({2.0: [[(0.6, 10.0)]],
                        8.0: [[(0.3, 1.0), (0.2, 1.0), (0.1, 8.0)], [(0.5, 1.0), (0.05, 9.0)], [(0.4, 5.0), (0.0, 5.0)]]})
