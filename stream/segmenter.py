@@ -337,12 +337,12 @@ class OnlineSegmenter:
             self._teaser_until[:] = -np.inf
         else:
             self._shot_kept &= self._on  # a kept shot the budget cut short stays cut
-        if self._shot_end_unseen and self._kept_time(t) + self._frame_interval() > self._upper_bound(t) - self.config.min_length + EPS:
+        room = self._upper_bound(t) - self._kept_time(t)  # seconds the budget may still keep
+        if self._shot_end_unseen and room < self._frame_interval() + self.config.min_length - EPS:
             self._shot_kept[:] = False  # a shot kept before its end was in sight leaves the last min_length s to teasers
         matching = probability(self._pending[0][1]) >= MATCH
         # A teaser starts once the budget has its min_length of room: the paced bound grows as time passes.
-        room = self._kept_time(t) + self.config.min_length <= self._upper_bound(t) + EPS
-        starts = self._shot_teaser & matching & room
+        starts = self._shot_teaser & matching & (room >= self.config.min_length - EPS)
         self._teaser_until[starts] = t + self.config.min_length
         self._shot_teaser &= ~starts
         return matching if self._shot_by_frame else self._shot_kept | (t < self._teaser_until - EPS)

@@ -67,6 +67,14 @@ def spans(segmenter: OnlineSegmenter) -> list[tuple[int, float, float]]:
     return [(s.query_index, s.start, s.end) for s in segmenter.segments]
 
 
+def covered(segmenter: OnlineSegmenter, n: int) -> np.ndarray:
+    """Which of n frames at FPS any query's segment covers: the kept time of a budget."""
+    kept = np.zeros(n, bool)
+    for s in segmenter.segments:
+        kept[round(s.start * FPS) : round(s.end * FPS)] = True
+    return kept
+
+
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
@@ -244,19 +252,13 @@ def test_budget_keeps_matching_frames_as_the_budget_has_room(budget):
     # Fixed thresholds are ignored in budget mode: with these, nothing would ever open.
     config = replace(UNGATED, budget=budget, open_threshold=100.0, close_threshold=99.0)
 
-    def kept(segmenter):
-        covered = np.zeros(n, bool)
-        for s in segmenter.segments:
-            covered[round(s.start * FPS) : round(s.end * FPS)] = True  # any query's segment counts as kept
-        return covered
-
-    camera = kept(run(values, config)[0])
+    camera = covered(run(values, config)[0], n)
     elapsed = np.arange(1, n + 1) / FPS
     assert (np.cumsum(camera) / FPS <= BUDGET_RANGE[1] * budget * (elapsed + PACE_HORIZON) + 1e-6).all()
     assert not (camera & ~matching).any()
     # Under the bound every match is kept; past it, the bound is what is kept.
     assert camera.mean() >= min(0.9 * matching.mean(), 0.9 * budget), (camera.mean(), matching.mean())
-    file = kept(run(values, config, duration=n / FPS)[0])
+    file = covered(run(values, config, duration=n / FPS)[0], n)
     assert 0.8 * budget <= file.mean() <= BUDGET_RANGE[1] * budget + 1e-6, file.mean()
     assert (file & ~matching)[: n // 2].sum() == 0  # what does not match is only kept to fill the end
 
@@ -276,12 +278,10 @@ def test_budget_holds_room_for_a_sentence_not_kept_yet(duration):
         by_query[q].append((start, end))
     assert sorted(by_query) == [0, 1]
     assert by_query[1][0][0] == 60.0 and sum(e - s for s, e in by_query[1]) >= config.min_length
-    covered = np.zeros(n, bool)
-    for s in segmenter.segments:
-        covered[round(s.start * FPS) : round(s.end * FPS)] = True
-    assert covered.sum() / FPS <= BUDGET_RANGE[1] * 0.15 * (100 + (PACE_HORIZON if duration is None else 0)) + 1e-6
+    kept = covered(segmenter, n)
+    assert kept.sum() / FPS <= BUDGET_RANGE[1] * 0.15 * (100 + (PACE_HORIZON if duration is None else 0)) + 1e-6
     # Until 60 s, query 0 left min_length for each of the others.
-    assert covered[: round(60 * FPS)].sum() / FPS <= BUDGET_RANGE[1] * 0.15 * (60 + PACE_HORIZON) - 2 * config.min_length + 1e-6
+    assert kept[: round(60 * FPS)].sum() / FPS <= BUDGET_RANGE[1] * 0.15 * (60 + PACE_HORIZON) - 2 * config.min_length + 1e-6
 
 
 def scenes(seconds: list[float], dim: int = 16, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -321,9 +321,7 @@ def test_budget_by_shots_over_a_file_is_spent_as_time_passes():
     duration, budget = bounds[-1][1], 0.15
     config = replace(UNGATED, budget=budget, lookahead=8.0)
     segmenter, log = run(np.full(len(embeddings), 2.0), config, embeddings=embeddings, duration=duration)
-    kept = np.zeros(len(embeddings), bool)
-    for s in segmenter.segments:
-        kept[round(s.start * FPS) : round(s.end * FPS)] = True
+    kept = covered(segmenter, len(embeddings))
     elapsed = np.arange(1, len(kept) + 1) / FPS
     assert (np.cumsum(kept) / FPS <= BUDGET_RANGE[1] * budget * (elapsed + PACE_HORIZON) + 1e-6).all()
     assert BUDGET_RANGE[0] * budget <= kept.mean() <= BUDGET_RANGE[1] * budget
